@@ -1,0 +1,27 @@
+# dstack-vpc: nginx mesh module, control daemon, guest-agent simulator.
+#
+#   make deps    install the Debian packages every target needs
+#   make         build everything into build/
+#   make test    build, then run every test (one summary line at the end)
+
+SHELL       := /bin/bash
+ROOT        := $(CURDIR)
+BUILD       := $(ROOT)/build
+BIN         := $(BUILD)/bin
+
+CC          ?= cc
+WARN        := -Wall -Wextra -Werror
+CFLAGS      ?= -O2 -g
+C11         := -std=c11 -D_GNU_SOURCE $(WARN) -Icommon
+
+OPENSSL_LIBS := -lssl -lcrypto
+
+.PHONY: all deps test clean
+all:
+
+include mk/deps.mk
+include mk/module.mk
+include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
+
+clean:
+	rm -rf $(BUILD) t/servroot
