@@ -20,6 +20,7 @@ OPENSSL_LIBS := -lssl -lcrypto
 all:
 
 include mk/deps.mk
+include mk/common.mk
 include mk/module.mk
 include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 

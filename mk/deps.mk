@@ -1,0 +1,22 @@
+# Every Debian package the build, the tests and the demo need.  Installing is
+# skipped when all are present, so `make test` can call this cheaply.
+
+DEB_PACKAGES := \
+	build-essential clang llvm libclang-rt-14-dev pkg-config \
+	nginx nginx-dev libnginx-mod-stream \
+	libssl-dev openssl libsqlite3-dev sqlite3 libjansson-dev \
+	libcurl4-openssl-dev curl libnl-3-dev libnl-genl-3-dev libnl-route-3-dev \
+	libmicrohttpd-dev \
+	wireguard-tools wireguard-go iproute2 iputils-ping procps psmisc \
+	perl libtest-base-perl libio-socket-ssl-perl
+
+deps:
+	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' \
+	        $(DEB_PACKAGES) 2>/dev/null | awk '$$1 == "ii" { print $$2 }' \
+	    | sort | comm -13 - <(tr ' ' '\n' <<< "$(DEB_PACKAGES)" | sort)); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && \
+	    apt-get install -y -q --no-install-recommends $$missing; \
+	fi
