@@ -24,5 +24,18 @@ include mk/common.mk
 include mk/module.mk
 include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 
+# Every test through one prove run, so the last lines are its summary.
+TEST_CERTS  := $(BUILD)/test-certs
+TEST_ENV    := TEST_NGINX_BINARY=/usr/sbin/nginx \
+               TEST_NGINX_LOAD_MODULES=$(MODULE_SO) \
+               TEST_NGINX_CERT_DIR=$(TEST_CERTS) \
+               DSTACK_BIN=$(BIN)
+
+test: deps
+	$(MAKE) all
+	$(MAKE) fuzz
+	t/certs.sh $(TEST_CERTS)
+	$(TEST_ENV) prove -It/lib $(PROVE_FLAGS) $(UNIT_TESTS) tests/*.t t/*.t
+
 clean:
 	rm -rf $(BUILD) t/servroot

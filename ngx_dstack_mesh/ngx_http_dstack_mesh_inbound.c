@@ -292,7 +292,7 @@ ngx_http_dstack_mesh_app_allowed(ngx_array_t *apps, ngx_str_t *app_id)
 /*
  * Replaces every client-sent x-dstack-app-id with the verified value, or
  * with nothing when "app_id" is empty.  ngx_list_t cannot drop elements, so
- * the list is copied without them; that happens only when a client sent one.
+ * the list is rebuilt without them; that happens only when a client sent one.
  */
 
 static ngx_int_t
@@ -300,7 +300,7 @@ ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
     ngx_str_t *app_id)
 {
     ngx_uint_t        i, n, found;
-    ngx_list_t        headers;
+    ngx_list_t        old;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *copy;
 
@@ -317,13 +317,17 @@ ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
     }
 
     if (found) {
-        if (ngx_list_init(&headers, r->pool, n, sizeof(ngx_table_elt_t))
+        /* the list head embeds its first part: keep a copy to walk */
+        old = r->headers_in.headers;
+
+        if (ngx_list_init(&r->headers_in.headers, r->pool, n,
+                          sizeof(ngx_table_elt_t))
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        for (part = &r->headers_in.headers.part; part; part = part->next) {
+        for (part = &old.part; part; part = part->next) {
             h = part->elts;
 
             for (i = 0; i < part->nelts; i++) {
@@ -331,7 +335,7 @@ ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
                     continue;
                 }
 
-                copy = ngx_list_push(&headers);
+                copy = ngx_list_push(&r->headers_in.headers);
                 if (copy == NULL) {
                     return NGX_ERROR;
                 }
@@ -339,8 +343,6 @@ ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
                 *copy = h[i];
             }
         }
-
-        r->headers_in.headers = headers;
     }
 
     if (app_id->len == 0) {

@@ -1,0 +1,559 @@
+# Inbound identity: mesh_auth, mesh_allow_apps, x-dstack-app-id, $mesh_app_id.
+#
+# The request under test goes from the client to the outer server of each
+# block, which calls the inner "CVM" server over mTLS on a unix socket,
+# presenting a certificate issued by the guest-agent simulator (t/certs.sh).
+# The inner server proxies to a raw TCP backend (--- tcp_listen) so each test
+# sees exactly the bytes a backend would receive.
+#
+# App ids of the certificates in $TEST_NGINX_CERT_DIR:
+#   app-a  aaaa000000000000000000000000000000000001
+#   app-b  bbbb000000000000000000000000000000000002
+#   other  app-a's id, issued by another CA
+#   noext  issued by the test CA, without the app_id extension
+
+use Test::Nginx::Socket 'no_plan';
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: allowed app reaches the backend with its verified app_id
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client on;
+
+        mesh_auth on;
+        mesh_allow_apps aaaa000000000000000000000000000000000001;
+
+        location / {
+            proxy_pass http://127.0.0.1:12345;
+            proxy_set_header Host backend;
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+        proxy_set_header Host cvm;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    }
+--- request
+GET /t
+--- tcp_listen: 12345
+--- tcp_query eval
+"GET /api HTTP/1.0\r
+Host: backend\r
+Connection: close\r
+X-Dstack-App-Id: aaaa000000000000000000000000000000000001\r
+\r
+"
+--- tcp_reply eval
+"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nhi\n"
+--- response_body
+hi
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: client-sent x-dstack-app-id, twice, in other case and spelling, never reaches the backend
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        underscores_in_headers on;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client on;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://127.0.0.1:12345;
+            proxy_set_header Host backend;
+        }
+    }
+--- config
+    underscores_in_headers on;
+
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+        proxy_set_header Host cvm;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    }
+--- request
+GET /t
+--- more_headers
+X-Dstack-App-Id: bbbb000000000000000000000000000000000002
+x-dstack-app-id: cccc000000000000000000000000000000000003
+X-DSTACK-APP-ID: dddd
+X_Dstack_App_Id: eeee
+X-Other: kept
+--- tcp_listen: 12345
+--- tcp_query eval
+"GET /api HTTP/1.0\r
+Host: backend\r
+Connection: close\r
+X-Other: kept\r
+X-Dstack-App-Id: aaaa000000000000000000000000000000000001\r
+\r
+"
+--- tcp_reply eval
+"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nhi\n"
+--- response_body
+hi
+
+
+
+=== TEST 3: optional verification and no certificate: 401, one log line
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client optional;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+    }
+--- request
+GET /t
+--- error_code: 401
+--- error_log
+mesh: caller not authenticated: no client certificate
+--- grep_error_log eval
+qr/mesh: caller not authenticated/
+--- grep_error_log_out
+mesh: caller not authenticated
+
+
+
+=== TEST 4: certificate from another CA: nginx refuses it under "optional"
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client optional;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/other.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/other.key;
+    }
+--- request
+GET /t
+--- error_code: 400
+--- error_log
+client SSL certificate verify error
+
+
+
+=== TEST 5: certificate from another CA under "optional_no_ca": 401 from mesh_auth
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client optional_no_ca;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/other.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/other.key;
+    }
+--- request
+GET /t
+--- error_code: 401
+--- error_log eval
+qr/mesh: caller not authenticated: (unable to get local issuer certificate|self[- ]signed certificate in certificate chain|unable to verify the first certificate)/
+
+
+
+=== TEST 6: certificate without the app_id extension: 401
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client on;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/noext.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/noext.key;
+    }
+--- request
+GET /t
+--- error_code: 401
+--- error_log
+mesh: caller not authenticated: extension absent
+
+
+
+=== TEST 7: app outside the allowlist: 403 naming the app
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client on;
+
+        mesh_auth on;
+        mesh_allow_apps bbbb000000000000000000000000000000000002
+                        CCCC000000000000000000000000000000000003;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    }
+--- request
+GET /t
+--- error_code: 403
+--- error_log
+mesh: app "aaaa000000000000000000000000000000000001" is not allowed
+
+
+
+=== TEST 8: location-level mesh_allow_apps overrides the server's; ids compare case-insensitively
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client on;
+
+        mesh_auth on;
+        mesh_allow_apps bbbb000000000000000000000000000000000002;
+
+        location /open {
+            mesh_allow_apps AAAA000000000000000000000000000000000001;
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+
+        location /closed {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t/ {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    }
+--- request eval
+["GET /t/open", "GET /t/closed"]
+--- error_code eval
+[200, 403]
+--- response_body_like eval
+["^backend saw aaaa000000000000000000000000000000000001\$", "403 Forbidden"]
+
+
+
+=== TEST 9: mesh_auth off in a location: no check, headers untouched
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client optional;
+
+        mesh_auth on;
+
+        location /health {
+            mesh_auth off;
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/health;
+    }
+--- request
+GET /t
+--- more_headers
+X-Dstack-App-Id: client-said
+--- response_body
+backend saw client-said
+--- no_error_log
+mesh:
+
+
+
+=== TEST 10: 100 requests on one keepalive TLS connection parse the certificate once
+--- http_config
+    upstream cvm {
+        server unix:$TEST_NGINX_HTML_DIR/cvm.sock;
+        keepalive 1;
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client on;
+        keepalive_requests 1000;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+            proxy_set_header X-Extra " $connection_requests";
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://cvm/;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    }
+--- request eval
+[map { "GET /t" } 1 .. 100]
+--- response_body eval
+[map { "backend saw aaaa000000000000000000000000000000000001 $_\n" } 1 .. 100]
+--- grep_error_log eval
+qr/mesh: parsed peer certificate: status:\d+/
+--- grep_error_log_out
+mesh: parsed peer certificate: status:4
+
+
+
+=== TEST 11: $mesh_app_id in map and log_format
+--- http_config
+    map $mesh_app_id $caller {
+        aaaa000000000000000000000000000000000001  app-a;
+        default                                   unknown;
+    }
+
+    log_format mesh 'mesh-access caller=$caller app=$mesh_app_id status=$status';
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client optional;
+        access_log $TEST_NGINX_HTML_DIR/../logs/error.log mesh;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+            proxy_set_header X-Extra " caller=$caller";
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    }
+
+    location /anonymous {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
+    }
+--- request eval
+["GET /t", "GET /anonymous"]
+--- error_code eval
+[200, 401]
+--- response_body_like eval
+["^backend saw aaaa000000000000000000000000000000000001 caller=app-a\$", "401"]
+--- error_log
+mesh-access caller=app-a app=aaaa000000000000000000000000000000000001 status=200
+mesh-access caller=unknown app=- status=401
+
+
+
+=== TEST 12: nginx -t names a malformed app id
+--- config
+    location /t {
+        mesh_auth on;
+        mesh_allow_apps aaaa00000000000000000000000000000000000g;
+    }
+--- must_die
+--- error_log
+invalid app id "aaaa00000000000000000000000000000000000g" in "mesh_allow_apps"
+
+
+
+=== TEST 13: "any" does not mix with app ids
+--- config
+    location /t {
+        mesh_allow_apps any aaaa000000000000000000000000000000000001;
+    }
+--- must_die
+--- error_log
+"any" cannot be combined with app ids
+
+
+
+=== TEST 14: an over-long app id is refused at configuration time
+--- config
+    location /t {
+        mesh_allow_apps aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;
+    }
+--- must_die
+--- error_log
+invalid app id
+
+
+
+=== TEST 15: plain HTTP (no TLS) with mesh_auth: 401
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id\n";
+        }
+    }
+--- config
+    location /t {
+        mesh_auth on;
+        proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+    }
+--- request
+GET /t
+--- more_headers
+X-Dstack-App-Id: aaaa000000000000000000000000000000000001
+--- error_code: 401
+--- error_log
+mesh: caller not authenticated: not a TLS connection
+
+
+
+=== TEST 16: "return" runs before the access phase, so mesh_auth cannot guard it
+--- config
+    location /t {
+        mesh_auth on;
+        return 200 "unguarded\n";
+    }
+--- request
+GET /t
+--- response_body
+unguarded
+--- no_error_log
+mesh:
