@@ -1,0 +1,69 @@
+# The nginx examples in conf/ pass `nginx -t` with the module loaded, as a
+# user would install them: inside Debian's http {} block, with the TLS files
+# and log paths pointed at the test fixtures and a scratch directory.
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use Test::More;
+
+my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+my $module = $ENV{TEST_NGINX_LOAD_MODULES}
+    or plan skip_all => 'TEST_NGINX_LOAD_MODULES is not set';
+my $certs = $ENV{TEST_NGINX_CERT_DIR}
+    or plan skip_all => 'TEST_NGINX_CERT_DIR is not set';
+
+my @examples = grep { is_http_snippet($_) } glob 'conf/*.conf';
+plan skip_all => 'no nginx examples in conf/' unless @examples;
+
+my %tls = (
+    'cert.pem' => "$certs/app-b.crt",
+    'key.pem'  => "$certs/app-b.key",
+    'ca.pem'   => "$certs/ca.crt",
+);
+
+for my $example (@examples) {
+    my $dir = tempdir(CLEANUP => 1);
+    my $text = slurp($example);
+
+    $text =~ s{/etc/dstack/tls/([\w.]+)}{$tls{$1} // die "$example: $1"}ge;
+    $text =~ s{/var/log/nginx/}{$dir/}g;
+    $text =~ s{\blisten\s+(\d+)}{listen 127.0.0.1:1$1}g;
+
+    open my $fh, '>', "$dir/nginx.conf" or die $!;
+    print $fh <<"CONF";
+load_module $module;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events {}
+http {
+    access_log $dir/access.log;
+    client_body_temp_path $dir;
+    proxy_temp_path $dir;
+    fastcgi_temp_path $dir;
+    uwsgi_temp_path $dir;
+    scgi_temp_path $dir;
+$text
+}
+CONF
+    close $fh;
+
+    my $out = qx{$nginx -t -p $dir -c $dir/nginx.conf 2>&1};
+    is($?, 0, "$example passes nginx -t") or diag $out;
+}
+
+done_testing();
+
+
+sub is_http_snippet {
+    my ($path) = @_;
+    return slurp($path) =~ /^\s*(server|map|log_format)\b/m;
+}
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or die "$path: $!";
+    local $/;
+    return scalar <$fh>;
+}
