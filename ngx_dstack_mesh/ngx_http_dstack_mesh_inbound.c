@@ -410,6 +410,11 @@ ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (peer->app_id.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
     v->len = peer->app_id.len;
     v->data = peer->app_id.data;
     v->valid = 1;

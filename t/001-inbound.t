@@ -385,6 +385,9 @@ mesh:
 
 
 === TEST 10: 100 requests on one keepalive TLS connection parse the certificate once
+The page includes /one a hundred times, one after another (wait="yes"), so a
+single client request drives 100 upstream requests over one kept-alive
+mTLS connection, and its error log covers all of them.
 --- http_config
     upstream cvm {
         server unix:$TEST_NGINX_HTML_DIR/cvm.sock;
@@ -403,7 +406,7 @@ mesh:
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
-            proxy_set_header X-Extra " $connection_requests";
+            proxy_set_header X-Extra ",requests=$connection_requests";
         }
     }
 
@@ -415,17 +418,28 @@ mesh:
         }
     }
 --- config
-    location /t {
+    location = /t {
+        ssi on;
+        default_type text/html;
+        alias $TEST_NGINX_HTML_DIR/hundred.html;
+    }
+
+    location = /one {
         proxy_pass https://cvm/;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
         proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
     }
---- request eval
-[map { "GET /t" } 1 .. 100]
+--- user_files eval
+">>> hundred.html\n" . qq{<!--# include virtual="/one" wait="yes" -->} x 100
+--- request
+GET /t
 --- response_body eval
-[map { "backend saw aaaa000000000000000000000000000000000001 $_\n" } 1 .. 100]
+my $body = "";
+$body .= "backend saw aaaa000000000000000000000000000000000001,requests=$_\n"
+    for 1 .. 100;
+$body
 --- grep_error_log eval
 qr/mesh: parsed peer certificate: status:\d+/
 --- grep_error_log_out
@@ -454,7 +468,7 @@ mesh: parsed peer certificate: status:4
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
-            proxy_set_header X-Extra " caller=$caller";
+            proxy_set_header X-Extra ",caller=$caller";
         }
     }
 
@@ -471,23 +485,60 @@ mesh: parsed peer certificate: status:4
         proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
         proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
     }
-
-    location /anonymous {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
-    }
---- request eval
-["GET /t", "GET /anonymous"]
---- error_code eval
-[200, 401]
---- response_body_like eval
-["^backend saw aaaa000000000000000000000000000000000001 caller=app-a\$", "401"]
+--- request
+GET /t
+--- response_body
+backend saw aaaa000000000000000000000000000000000001,caller=app-a
 --- error_log
 mesh-access caller=app-a app=aaaa000000000000000000000000000000000001 status=200
+
+
+
+=== TEST 12: $mesh_app_id is empty for a caller without a certificate
+--- http_config
+    map $mesh_app_id $caller {
+        aaaa000000000000000000000000000000000001  app-a;
+        default                                   unknown;
+    }
+
+    log_format mesh 'mesh-access caller=$caller app=$mesh_app_id status=$status';
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client optional;
+        access_log $TEST_NGINX_HTML_DIR/../logs/error.log mesh;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+            proxy_set_header X-Extra ",caller=$caller";
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
+    }
+--- request
+GET /t
+--- error_code: 401
+--- error_log
 mesh-access caller=unknown app=- status=401
 
 
 
-=== TEST 12: nginx -t names a malformed app id
+=== TEST 13: nginx -t names a malformed app id
 --- config
     location /t {
         mesh_auth on;
@@ -499,7 +550,7 @@ invalid app id "aaaa00000000000000000000000000000000000g" in "mesh_allow_apps"
 
 
 
-=== TEST 13: "any" does not mix with app ids
+=== TEST 14: "any" does not mix with app ids
 --- config
     location /t {
         mesh_allow_apps any aaaa000000000000000000000000000000000001;
@@ -510,7 +561,7 @@ invalid app id "aaaa00000000000000000000000000000000000g" in "mesh_allow_apps"
 
 
 
-=== TEST 14: an over-long app id is refused at configuration time
+=== TEST 15: an over-long app id is refused at configuration time
 --- config
     location /t {
         mesh_allow_apps aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;
@@ -521,7 +572,7 @@ invalid app id
 
 
 
-=== TEST 15: plain HTTP (no TLS) with mesh_auth: 401
+=== TEST 16: plain HTTP (no TLS) with mesh_auth: 401
 --- http_config
     server {
         listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
@@ -545,7 +596,7 @@ mesh: caller not authenticated: not a TLS connection
 
 
 
-=== TEST 16: "return" runs before the access phase, so mesh_auth cannot guard it
+=== TEST 17: "return" runs before the access phase, so mesh_auth cannot guard it
 --- config
     location /t {
         mesh_auth on;

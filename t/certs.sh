@@ -1,0 +1,136 @@
+#!/bin/bash
+#
+# t/certs.sh OUTDIR: the certificates of the nginx test suite, issued the way
+# CVMs get theirs, by guest-agent simulators (dstack-agent-sim).
+#
+#   OUTDIR/ca/                 test KMS CA directory (kept across runs)
+#   OUTDIR/ca.crt              its certificate, what peers trust
+#   OUTDIR/app-{a,b,c}.key     leaf keys of three apps, PKCS#8 P-256
+#   OUTDIR/app-{a,b,c}.crt     leaf followed by the CA (ssl_certificate)
+#   OUTDIR/app-{a,b,c}.leaf.crt   the leaf alone
+#   OUTDIR/other-ca/, other-ca.crt, other.{key,crt,leaf.crt}
+#                              app-a's app id under a second, untrusted CA
+#   OUTDIR/noext.{key,crt}     signed by the test CA, no app_id extension
+#
+# Every leaf: alt name localhost, serverAuth and clientAuth.  Re-running
+# reissues every leaf and keeps the CAs.  The simulator is looked for in
+# $DSTACK_BIN (default build/bin next to this script).
+
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+
+out=$1
+bin=${DSTACK_BIN:-$(dirname "$0")/../build/bin}
+sim=$bin/dstack-agent-sim
+
+[ -x "$sim" ] || { echo "$0: $sim not found: run make first" >&2; exit 1; }
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# unix socket paths must stay short: a private directory under /tmp
+work=$(mktemp -d /tmp/dstack-certs.XXXXXX)
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+request='{"alt_names":["localhost"],"usage_server_auth":true,"usage_client_auth":true}'
+
+# start NAME APP_ID CA_DIR: one simulated CVM, logging to $work/NAME.log
+start() {
+    "$sim" --socket "$work/$1.sock" --ca-dir "$3" --app-id "$2" \
+        --app-name "$1" 2>>"$work/$1.log" &
+    pids+=($!)
+}
+
+# the socket appears once the simulator accepts connections
+wait_ready() {
+    local i
+    for i in $(seq 100); do
+        [ -S "$work/$1.sock" ] && return 0
+        sleep 0.05
+    done
+    echo "$0: simulator $1 did not start:" >&2
+    cat "$work/$1.log" >&2
+    return 1
+}
+
+# fetch NAME FILE_PREFIX: GetTlsKey from simulator NAME into
+# FILE_PREFIX.key, .crt (leaf and CA) and .leaf.crt
+fetch() {
+    curl -sS --fail-with-body --max-time 10 --unix-socket "$work/$1.sock" \
+        -H 'Content-Type: application/json' -d "$request" \
+        http://dstack/GetTlsKey > "$work/$1.json"
+
+    perl -MJSON::PP -e '
+        my ($json, $prefix) = @ARGV;
+        open(my $in, "<", $json) or die "$json: $!";
+        my $r = decode_json(do { local $/; <$in> });
+        my @chain = @{ $r->{certificate_chain} };
+        die "$json: expected leaf and CA\n" unless @chain == 2;
+        my %files = (".key" => $r->{key}, ".crt" => join("", @chain),
+                     ".leaf.crt" => $chain[0]);
+        for my $ext (keys %files) {
+            my $path = "$prefix$ext";
+            open(my $fh, ">", "$path.tmp") or die "$path: $!";
+            chmod($ext eq ".key" ? 0600 : 0644, $fh) or die "$path: $!";
+            print $fh $files{$ext};
+            close($fh) or die "$path: $!";
+            rename("$path.tmp", $path) or die "$path: $!";
+        }' "$work/$1.json" "$2"
+}
+
+# simulators for one CA directory start together, as CVMs booting at once
+start app-a aaaa000000000000000000000000000000000001 "$out/ca"
+start app-b bbbb000000000000000000000000000000000002 "$out/ca"
+start app-c cccc000000000000000000000000000000000003 "$out/ca"
+start other aaaa000000000000000000000000000000000001 "$out/other-ca"
+
+for name in app-a app-b app-c other; do
+    wait_ready "$name"
+done
+
+for name in app-a app-b app-c; do
+    fetch "$name" "$out/$name"
+done
+fetch other "$out/other"
+
+cp "$out/ca/ca.crt" "$out/ca.crt"
+cp "$out/other-ca/ca.crt" "$out/other-ca.crt"
+
+# the simulator always adds the app_id extension: this one comes from the
+# openssl CLI with the test CA's key
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+    -subj /CN=noext -keyout "$out/noext.key" -out "$work/noext.csr" \
+    2>"$work/openssl.log"
+openssl x509 -req -in "$work/noext.csr" -days 365 \
+    -CA "$out/ca/ca.crt" -CAkey "$out/ca/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" \
+    -extfile <(printf '%s\n' \
+        'basicConstraints = critical, CA:FALSE' \
+        'keyUsage = critical, digitalSignature' \
+        'extendedKeyUsage = serverAuth, clientAuth' \
+        'subjectAltName = DNS:localhost') \
+    -out "$work/noext.leaf.crt" 2>>"$work/openssl.log"
+cat "$work/noext.leaf.crt" "$out/ca.crt" > "$out/noext.crt"
+
+for name in app-a app-b app-c noext; do
+    openssl verify -CAfile "$out/ca.crt" "$out/$name.crt" >/dev/null
+done
+openssl verify -CAfile "$out/other-ca.crt" "$out/other.crt" >/dev/null
+
+echo "certificates in $out"
