@@ -11,6 +11,7 @@
 #   app-b  bbbb000000000000000000000000000000000002
 #   other  app-a's id, issued by another CA
 #   noext  issued by the test CA, without the app_id extension
+#   badext issued by the test CA, app_id not an OCTET STRING inside
 
 use Test::Nginx::Socket 'no_plan';
 
@@ -262,7 +263,44 @@ mesh: caller not authenticated: extension absent
 
 
 
-=== TEST 7: app outside the allowlist: 403 naming the app
+=== TEST 7: certificate with a malformed app_id extension: 401
+--- http_config
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_verify_client on;
+
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
+        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/badext.crt;
+        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/badext.key;
+    }
+--- request
+GET /t
+--- error_code: 401
+--- error_log
+mesh: caller not authenticated: extension value is not one OCTET STRING
+
+
+
+=== TEST 8: app outside the allowlist: 403 naming the app
 --- http_config
     server {
         listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
@@ -301,7 +339,7 @@ mesh: app "aaaa000000000000000000000000000000000001" is not allowed
 
 
 
-=== TEST 8: location-level mesh_allow_apps overrides the server's; ids compare case-insensitively
+=== TEST 9: location-level mesh_allow_apps overrides the server's; ids compare case-insensitively
 --- http_config
     server {
         listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
@@ -345,7 +383,7 @@ mesh: app "aaaa000000000000000000000000000000000001" is not allowed
 
 
 
-=== TEST 9: mesh_auth off in a location: no check, headers untouched
+=== TEST 10: mesh_auth off in a location: no check, headers untouched
 --- http_config
     server {
         listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
@@ -384,7 +422,7 @@ mesh:
 
 
 
-=== TEST 10: 100 requests on one keepalive TLS connection parse the certificate once
+=== TEST 11: 100 requests on one keepalive TLS connection parse the certificate once
 The page includes /one a hundred times, one after another (wait="yes"), so a
 single client request drives 100 upstream requests over one kept-alive
 mTLS connection, and its error log covers all of them.
@@ -447,7 +485,7 @@ mesh: parsed peer certificate: status:4
 
 
 
-=== TEST 11: $mesh_app_id in map and log_format
+=== TEST 12: $mesh_app_id in map and log_format
 --- http_config
     map $mesh_app_id $caller {
         aaaa000000000000000000000000000000000001  app-a;
@@ -494,7 +532,7 @@ mesh-access caller=app-a app=aaaa000000000000000000000000000000000001 status=200
 
 
 
-=== TEST 12: $mesh_app_id is empty for a caller without a certificate
+=== TEST 13: $mesh_app_id is empty for a caller without a certificate
 --- http_config
     map $mesh_app_id $caller {
         aaaa000000000000000000000000000000000001  app-a;
@@ -538,7 +576,7 @@ mesh-access caller=unknown app=- status=401
 
 
 
-=== TEST 13: nginx -t names a malformed app id
+=== TEST 14: nginx -t names a malformed app id
 --- config
     location /t {
         mesh_auth on;
@@ -550,7 +588,7 @@ invalid app id "aaaa00000000000000000000000000000000000g" in "mesh_allow_apps"
 
 
 
-=== TEST 14: "any" does not mix with app ids
+=== TEST 15: "any" does not mix with app ids
 --- config
     location /t {
         mesh_allow_apps any aaaa000000000000000000000000000000000001;
@@ -561,7 +599,7 @@ invalid app id "aaaa00000000000000000000000000000000000g" in "mesh_allow_apps"
 
 
 
-=== TEST 15: an over-long app id is refused at configuration time
+=== TEST 16: an over-long app id is refused at configuration time
 --- config
     location /t {
         mesh_allow_apps aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;
@@ -572,7 +610,7 @@ invalid app id
 
 
 
-=== TEST 16: plain HTTP (no TLS) with mesh_auth: 401
+=== TEST 17: plain HTTP (no TLS) with mesh_auth: 401
 --- http_config
     server {
         listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
@@ -596,7 +634,7 @@ mesh: caller not authenticated: not a TLS connection
 
 
 
-=== TEST 17: "return" runs before the access phase, so mesh_auth cannot guard it
+=== TEST 18: "return" runs before the access phase, so mesh_auth cannot guard it
 --- config
     location /t {
         mesh_auth on;

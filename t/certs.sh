@@ -11,6 +11,7 @@
 #   OUTDIR/other-ca/, other-ca.crt, other.{key,crt,leaf.crt}
 #                              app-a's app id under a second, untrusted CA
 #   OUTDIR/noext.{key,crt}     signed by the test CA, no app_id extension
+#   OUTDIR/badext.{key,crt}    signed by the test CA, malformed app_id
 #
 # Every leaf: alt name localhost, serverAuth and clientAuth.  Re-running
 # reissues every leaf and keeps the CAs.  The simulator is looked for in
@@ -112,23 +113,34 @@ fetch other "$out/other"
 cp "$out/ca/ca.crt" "$out/ca.crt"
 cp "$out/other-ca/ca.crt" "$out/other-ca.crt"
 
-# the simulator always adds the app_id extension: this one comes from the
-# openssl CLI with the test CA's key
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
-    -subj /CN=noext -keyout "$out/noext.key" -out "$work/noext.csr" \
-    2>"$work/openssl.log"
-openssl x509 -req -in "$work/noext.csr" -days 365 \
-    -CA "$out/ca/ca.crt" -CAkey "$out/ca/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" \
-    -extfile <(printf '%s\n' \
-        'basicConstraints = critical, CA:FALSE' \
-        'keyUsage = critical, digitalSignature' \
-        'extendedKeyUsage = serverAuth, clientAuth' \
-        'subjectAltName = DNS:localhost') \
-    -out "$work/noext.leaf.crt" 2>>"$work/openssl.log"
-cat "$work/noext.leaf.crt" "$out/ca.crt" > "$out/noext.crt"
+# The simulator always writes a well-formed app_id extension; these come
+# from the openssl CLI with the test CA's key.
+# openssl_leaf NAME [EXTENSION_LINE...]: OUTDIR/NAME.{key,crt}
+openssl_leaf() {
+    local name=$1
+    shift
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+        -subj "/CN=$name" -keyout "$out/$name.key" -out "$work/$name.csr" \
+        2>"$work/openssl.log"
+    openssl x509 -req -in "$work/$name.csr" -days 365 \
+        -CA "$out/ca/ca.crt" -CAkey "$out/ca/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" \
+        -extfile <(printf '%s\n' \
+            'basicConstraints = critical, CA:FALSE' \
+            'keyUsage = critical, digitalSignature' \
+            'extendedKeyUsage = serverAuth, clientAuth' \
+            'subjectAltName = DNS:localhost' "$@") \
+        -out "$work/$name.leaf.crt" 2>>"$work/openssl.log"
+    cat "$work/$name.leaf.crt" "$out/ca.crt" > "$out/$name.crt"
+}
 
-for name in app-a app-b app-c noext; do
+app_id_oid=1.3.6.1.4.1.62397.1.3
+
+openssl_leaf noext
+# the inner value is a UTF8String where an OCTET STRING belongs
+openssl_leaf badext "$app_id_oid = DER:0C:02:AA:AA"
+
+for name in app-a app-b app-c noext badext; do
     openssl verify -CAfile "$out/ca.crt" "$out/$name.crt" >/dev/null
 done
 openssl verify -CAfile "$out/other-ca.crt" "$out/other.crt" >/dev/null
