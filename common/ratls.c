@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <openssl/asn1.h>
+#include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
@@ -79,6 +80,8 @@ ratls_ext_value(X509 *cert, const char *oid, unsigned char *out, size_t size,
 
     inner = d2i_ASN1_OCTET_STRING(NULL, &p, outer_len);
     if (inner == NULL) {
+        /* a hostile certificate is an answer, not an error to leave queued */
+        ERR_clear_error();
         return RATLS_MALFORMED;
     }
 
@@ -151,6 +154,7 @@ ratls_cert_usage(X509 *cert, char *text, size_t *text_len)
     if (ASN1_mbstring_copy(&check, (unsigned char *) text, (int) len,
                            MBSTRING_UTF8, B_ASN1_UTF8STRING) < 0)
     {
+        ERR_clear_error();
         return RATLS_BAD_UTF8;
     }
 

@@ -21,10 +21,18 @@ add_block_preprocessor(sub {
 _EOC_
 });
 
+# "--- tcp_listen: mock.sock" is a unix socket in the html directory, where
+# the config finds it as $TEST_NGINX_HTML_DIR/mock.sock.
+add_block_preprocessor(sub {
+    my ($block) = @_;
+    $block->set_value(tcp_listen => html_dir() . '/mock.sock')
+        if ($block->tcp_listen // '') eq 'mock.sock';
+});
+
 # Two subtests in every block (a status code and one more), plus the extra
 # ones: 5 in TEST 3, 6 in TEST 6, 1 in TEST 19, and 2 each in TESTs 5, 8,
-# 9, 11, 12, 13 and 14.
-plan tests => repeat_each() * (blocks() * 2 + 26);
+# 9, 11, 12, 13, 14 and 22, and 1 each in TESTs 21 and 23 (tcp_query).
+plan tests => repeat_each() * (blocks() * 2 + 30);
 
 run_tests();
 
@@ -325,3 +333,77 @@ Content-Length: 6
 GET /t
 --- response_body
 never compared
+
+
+
+=== TEST 21: tcp_listen: the mock backend gets exactly what nginx sends
+--- config
+    location = /t {
+        proxy_pass http://127.0.0.1:12345/backend?x=1;
+        proxy_set_header Host backend;
+        proxy_set_header X-Mock "yes, $request_method";
+    }
+--- request
+GET /t
+--- tcp_listen: 12345
+--- tcp_query eval
+"GET /backend?x=1 HTTP/1.0\r
+Host: backend\r
+X-Mock: yes, GET\r
+Connection: close\r
+\r
+"
+--- tcp_reply eval
+"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nmock!\n"
+--- response_body
+mock!
+
+
+
+=== TEST 22: tcp_query_len, a request body, a delayed reply in chunks
+The mock backend reads the whole body before it answers.
+--- config
+    location = /t {
+        proxy_pass http://127.0.0.1:12345;
+        proxy_set_header Host backend;
+    }
+--- request
+POST /t
+hello world
+--- tcp_listen: 12345
+--- tcp_query eval
+"POST /t HTTP/1.0\r
+Host: backend\r
+Connection: close\r
+Content-Length: 11\r
+\r
+hello world"
+--- tcp_query_len: 85
+--- tcp_reply_delay: 100ms
+--- tcp_reply eval
+["HTTP/1.0 201 Created\r\n", "Content-Length: 9\r\n\r\n", "got it\n", "\n\n"]
+--- error_code: 201
+--- response_body eval
+"got it\n\n\n"
+
+
+
+=== TEST 23: a unix socket backend that keeps the connection open
+nginx has the whole response once it has Content-Length bytes.
+--- config
+    location = /t {
+        proxy_pass http://unix:$TEST_NGINX_HTML_DIR/mock.sock:/u;
+        proxy_http_version 1.1;
+        proxy_set_header Host backend;
+        proxy_set_header Connection "";
+    }
+--- request
+GET /t
+--- tcp_listen: mock.sock
+--- tcp_no_close
+--- tcp_query eval
+"GET /u HTTP/1.1\r\nHost: backend\r\n\r\n"
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nunix\n"
+--- response_body
+unix

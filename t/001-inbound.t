@@ -297,6 +297,8 @@ GET /t
 --- error_code: 401
 --- error_log
 mesh: caller not authenticated: extension value is not one OCTET STRING
+--- no_error_log
+[alert]
 
 
 

@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
@@ -172,6 +173,9 @@ test_app_id(void)
     der[0] = 0x30;
     ok(app_id_of(der, n, hex) == RATLS_MALFORMED, "inner SEQUENCE");
 
+    ok(ERR_peek_error() == 0,
+       "a malformed value leaves no error in OpenSSL's queue");
+
     n = octet_string(der, app, sizeof(app));
     ok(app_id_of(der, n - 5, hex) == RATLS_MALFORMED,
        "inner length beyond the extension (truncated)");
@@ -255,7 +259,8 @@ test_cert_usage(void)
        "UTF-8 special usage read as text (%s)", ratls_strerror(s));
 
     n = octet_string(der, (const unsigned char *) "ra\xff\xfe", 4);
-    ok(usage_of(der, n, text) == RATLS_BAD_UTF8, "invalid UTF-8 refused");
+    ok(usage_of(der, n, text) == RATLS_BAD_UTF8 && ERR_peek_error() == 0,
+       "invalid UTF-8 refused, no error left queued");
 
     n = octet_string(der, (const unsigned char *) "ra\0tls", 6);
     ok(usage_of(der, n, text) == RATLS_BAD_UTF8, "embedded NUL refused");

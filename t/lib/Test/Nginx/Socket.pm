@@ -26,7 +26,10 @@ package Test::Nginx::Socket;
 # Sections: main_config, http_config, config, request, pipelined_requests,
 # raw_request, more_headers, error_code, response_headers, response_body,
 # response_body_like, error_log, no_error_log, grep_error_log,
-# grep_error_log_out, timeout, wait, user_files, log_level, must_die.
+# grep_error_log_out, timeout, wait, user_files, log_level, must_die,
+# and the mock TCP backend's: tcp_listen, tcp_reply, tcp_query,
+# tcp_query_len, tcp_no_close, tcp_reply_delay, tcp_shutdown,
+# tcp_shutdown_delay (see start_tcp_server below).
 # Upstream sections missing here make the test file die (@UNSUPPORTED).
 #
 # Known differences from upstream:
@@ -39,16 +42,26 @@ package Test::Nginx::Socket;
 #    may give after a path, are not supported.
 #  - nginx's stderr counts as part of the error log (see Util.pm), and a
 #    block whose nginx fails to start fails instead of bailing out.
+#  - The mock TCP backend accepts one connection per request (upstream:
+#    one per repeat_each() round, whatever the number of requests), and
+#    tcp_query / tcp_query_len are checked after each request (upstream:
+#    once per round); with eval they may be arrays, one value per request.
+#    It stops reading at a complete HTTP request rather than at the length
+#    of --- tcp_query.  A tcp_* section without --- tcp_listen is refused.
 
 use strict;
 use warnings;
 
 use Test::Base;    # block parser and filters; also Test::More's functions
 use parent 'Exporter';
+use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
 use List::Util qw(max min shuffle);
+use POSIX ();
 use Scalar::Util qw(looks_like_number);
+use Socket qw(SOCK_STREAM SHUT_WR);
 use Time::HiRes qw(sleep time);
 
 use Test::Nginx::Util qw(
@@ -63,6 +76,11 @@ our @EXPORT = (@Test::Nginx::Util::EXPORT, 'run_tests',
 # Longer strings are compared by is_str() without printing them whole.
 use constant LONG_STRING => 512;
 
+# The mock TCP backend answers once a request has been quiet this long
+# (seconds), and gives its port this long to become free.
+use constant TCP_IDLE => 1;
+use constant TCP_BIND_TIMEOUT => 3;
+
 # Better to refuse a test than to pass it without checking what it asks.
 my @UNSUPPORTED = qw(
     response_body_unlike response_body_filters response_headers_like
@@ -71,7 +89,13 @@ my @UNSUPPORTED = qw(
     post_main_config server_name server_addr_for_client http2 http3 curl
     abort ignore_response shutdown raw_request_middle_delay error_log_file
     skip_nginx skip_nginx2 skip_eval skip_openssl todo
-    tcp_listen tcp_reply udp_listen udp_reply stap
+    udp_listen udp_reply stap
+);
+
+# Sections that need --- tcp_listen.
+my @TCP_SECTIONS = qw(
+    tcp_reply tcp_query tcp_query_len tcp_no_close tcp_reply_delay
+    tcp_shutdown tcp_shutdown_delay
 );
 
 # "use Test::Nginx::Socket 'no_plan';" or "... tests => N": the arguments
@@ -127,6 +151,17 @@ sub check_sections {
     die "$name - --- grep_error_log and --- grep_error_log_out go together\n"
         if defined($block->grep_error_log)
            != defined($block->grep_error_log_out);
+
+    if (!defined $block->tcp_listen) {
+        my @orphans = grep { defined $block->$_ } @TCP_SECTIONS;
+        die "$name - sections without --- tcp_listen: @orphans\n" if @orphans;
+        return;
+    }
+    die "$name - no --- tcp_reply specified but --- tcp_listen is specified\n"
+        unless defined $block->tcp_reply || defined $block->tcp_shutdown;
+    die "$name - --- tcp_shutdown must be 0, 1 or 2\n"
+        if defined $block->tcp_shutdown && $block->tcp_shutdown !~ /^\s*[012]\s*$/;
+    parse_time(scalar $block->$_) for qw(tcp_reply_delay tcp_shutdown_delay);
 }
 
 # "--- must_die": nginx must refuse the configuration.  As upstream, that
@@ -156,11 +191,17 @@ sub run_requests {
     my $several = defined $block->pipelined_requests || @$conns > 1;
     my $idx = 0;
     for my $conn (@$conns) {
-        for my $res (exchange($block->name, $conn, $timeout)) {
-            check_response($block, $res, $idx++, $round, $several);
+        my $mock = start_tcp_server($block, scalar @{ $conn->{heads} }, $idx,
+                                    $timeout);
+        my @responses = exchange($block->name, $conn, $timeout);
+        for my $k (0 .. $#responses) {
+            check_response($block, $responses[$k], $idx, $round, $several);
             sleep $wait if $wait;
             check_error_log($block, $round);
+            check_tcp_query($block, $k, $idx) if $mock;
+            $idx++;
         }
+        stop_tcp_server($mock) if $mock;
     }
 }
 
@@ -335,6 +376,218 @@ sub dechunk {
         return if length $$buf < $at + $size + 2;
         push @chunks, [$at, $size];
         $pos = $at + $size + 2;
+    }
+}
+
+# The mock TCP backend of "--- tcp_listen: PORT" (on 127.0.0.1) or
+# "--- tcp_listen: /path/to/x.sock" (a unix socket), as upstream's.  For each
+# client connection a forked child listens, then accepts one connection per
+# request the client connection carries.  On each it reads what nginx sends
+# (see request_complete), writes "--- tcp_reply" (a string, or with eval an
+# array of chunks) after "--- tcp_reply_delay", and closes, unless
+# "--- tcp_no_close".  "--- tcp_shutdown: 0|1|2" shuts the accepted socket
+# down first (after "--- tcp_shutdown_delay"); 0 and 2 skip the reading, 1
+# and 2 the reply.  What each connection brought lands in a file, which
+# check_tcp_query() compares with "--- tcp_query" and "--- tcp_query_len".
+# The child exits by itself after a while, should the runner die.
+
+my $MockPid;    # the child running now, if any
+my $MockDir;    # where its files go
+
+sub start_tcp_server {
+    my ($block, $count, $first, $timeout) = @_;
+    my $target = $block->tcp_listen // return;
+    my $name = $block->name;
+    $target =~ s/^\s+|\s+$//g;
+    $MockDir //= tempdir('test-nginx-tcp-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    unlink glob "$MockDir/*";
+    my $listener = tcp_listener($name, $target);
+
+    my $pid = fork // die "$name - fork: $!\n";
+    if (!$pid) {
+        # Neither Util.pm's handlers (they exit, which runs END blocks that
+        # stop nginx) nor Test::Builder's ending may run in this copy.
+        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP ALRM);
+        $SIG{PIPE} = 'IGNORE';
+        alarm(int($timeout) + 10);
+        eval { serve_tcp($block, $listener, $count, $first, $timeout); 1 }
+            or warn "$name - mock TCP server: $@";
+        POSIX::_exit(0);
+    }
+    close $listener;
+    $MockPid = $pid;
+    return { pid => $pid, path => $target =~ /^\d+$/ ? undef : $target };
+}
+
+sub stop_tcp_server {
+    my ($mock) = @_;
+    kill 'KILL', $mock->{pid};
+    waitpid $mock->{pid}, 0;
+    undef $MockPid;
+    unlink $mock->{path} if defined $mock->{path};
+}
+
+# Like upstream, a busy port is retried for a while (a previous test's
+# backend may still hold it).
+sub tcp_listener {
+    my ($name, $target) = @_;
+    my $deadline = time + TCP_BIND_TIMEOUT;
+    while (1) {
+        my $sock;
+        if ($target =~ /^\d+$/) {
+            $sock = IO::Socket::INET->new(
+                LocalAddr => '127.0.0.1', LocalPort => $target,
+                Proto => 'tcp', ReuseAddr => 1, Listen => 16);
+        } elsif ($target =~ /\S\.sock$/) {
+            unlink $target;
+            $sock = IO::Socket::UNIX->new(
+                Local => $target, Type => SOCK_STREAM, Listen => 16);
+        } else {
+            die "$name - bad tcp_listen target: $target"
+                . " (a port number or a path ending in .sock)\n";
+        }
+        return $sock if $sock;
+        my ($err, $busy) = ($!, $!{EADDRINUSE});
+        die "$name - failed to create the tcp listening socket on $target:"
+            . " $err\n" unless $busy && time < $deadline;
+        sleep 0.1;
+    }
+}
+
+sub serve_tcp {
+    my ($block, $listener, $count, $first, $timeout) = @_;
+    my $deadline = time + $timeout;
+    my @kept;
+    my $ready = IO::Select->new($listener);
+    for my $k (0 .. $count - 1) {
+        $ready->can_read(max(0, $deadline - time)) or last;
+        my $client = $listener->accept or last;
+        serve_connection($block, $client, "$MockDir/$k", $first + $k,
+                         $deadline);
+        push @kept, $client if defined $block->tcp_no_close;
+    }
+    close $listener;    # later connections are refused, not left hanging
+    sleep 1 while @kept;    # until the runner (or the alarm) kills us
+}
+
+sub serve_connection {
+    my ($block, $client, $file, $idx, $deadline) = @_;
+    my ($no_read, $no_write);
+    if (defined(my $how = $block->tcp_shutdown)) {
+        $how =~ s/\s+//g;
+        my $delay = parse_time(scalar $block->tcp_shutdown_delay);
+        sleep $delay if $delay;
+        shutdown $client, $how;
+        ($no_read, $no_write) = ($how != 1, $how != 0);
+    }
+
+    open my $out, '>:raw', $file or die "cannot write $file: $!\n";
+    $out->autoflush(1);
+    my $buf = '';
+    my $select = IO::Select->new($client);
+    until ($no_read || request_complete($block, $buf, $idx)) {
+        my $wait = min(TCP_IDLE, $deadline - time);
+        last if $wait <= 0 || !$select->can_read($wait);
+        my $n = sysread $client, $buf, 65536, length $buf;
+        last unless $n;    # EOF or error
+        print $out substr($buf, -$n);
+    }
+    close $out;
+
+    my $delay = parse_time(scalar $block->tcp_reply_delay);
+    sleep $delay if $delay;
+    my $reply = $block->tcp_reply;
+    if (defined $reply && !$no_write) {
+        for my $chunk (ref $reply eq 'ARRAY' ? @$reply : $reply) {
+            write_all($client, $chunk) or last;
+        }
+    }
+    return if defined $block->tcp_no_close;
+
+    # Send a FIN, then read what nginx may still send: closing a socket
+    # with unread data resets the connection, which can lose the reply.
+    shutdown $client, SHUT_WR;
+    my $until = time + 0.5;
+    while ((my $left = $until - time) > 0) {
+        $select->can_read($left) or last;
+        sysread($client, my $junk, 65536) or last;
+    }
+    close $client;
+}
+
+# Whether the mock backend has read enough: "--- tcp_query_len" bytes if
+# given; else a whole HTTP request (headers, then a Content-Length or
+# chunked body) if that is what arrives; else the length of the expected
+# "--- tcp_query" if any; else any data at all, as upstream does.
+sub request_complete {
+    my ($block, $buf, $idx) = @_;
+    return 0 unless length $buf;
+    my $want = per_request($block, 'tcp_query_len', $idx);
+    return length($buf) >= $want if defined $want;
+    if ($buf =~ /\A[A-Z]+(?: |\z)/) {
+        my $end = index $buf, "\r\n\r\n";
+        return 0 if $end < 0;
+        my $head = substr $buf, 0, $end;
+        if ($head =~ /^Transfer-Encoding:[^\r\n]*chunked/mi) {
+            my (undef, $stop) = dechunk(\$buf, $end + 4);
+            return defined $stop;
+        }
+        my $len = $head =~ /^Content-Length:[ \t]*(\d+)/mi ? $1 : 0;
+        return length($buf) >= $end + 4 + $len;
+    }
+    my $expected = per_request($block, 'tcp_query', $idx);
+    return length($buf) >= length $expected if defined $expected;
+    return 1;
+}
+
+sub write_all {
+    my ($sock, $data) = @_;
+    utf8::encode($data) if utf8::is_utf8($data);
+    my $off = 0;
+    while ($off < length $data) {
+        my $n = syswrite $sock, $data, length($data) - $off, $off;
+        return 0 unless defined $n;    # nginx closed the connection
+        $off += $n;
+    }
+    return 1;
+}
+
+# After request $idx, the k-th mock connection of its client connection
+# must have brought "--- tcp_query" (undef: no connection came).
+sub check_tcp_query {
+    my ($block, $k, $idx) = @_;
+    my $name = $block->name;
+    my $got;
+    if (open my $fh, '<:raw', "$MockDir/$k") {
+        local $/;
+        $got = <$fh> // '';
+    }
+    if (defined $block->tcp_query) {
+        is_str($got, per_request($block, 'tcp_query', $idx),
+               "$name - tcp_query ok");
+    }
+    if (defined $block->tcp_query_len) {
+        is(length($got // ''), per_request($block, 'tcp_query_len', $idx),
+           "$name - TCP query length ok");
+    }
+}
+
+# A section's value for request $idx: with eval, an array holds one value
+# per request; anything else holds for every request.
+sub per_request {
+    my ($block, $section, $idx) = @_;
+    my $value = $block->$section;
+    $value = $value->[$idx] if ref $value eq 'ARRAY';
+    $value =~ s/^\s+|\s+$//g if defined $value && $section eq 'tcp_query_len';
+    return $value;
+}
+
+# Never leave a mock backend behind, also when a test file dies.
+END {
+    local $?;
+    if ($MockPid) {
+        kill 'KILL', $MockPid;
+        waitpid $MockPid, 0;
     }
 }
 
