@@ -26,8 +26,9 @@ include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 
 # Every test through one prove run, so the last lines are its summary.
 TEST_CERTS  := $(BUILD)/test-certs
+NGX_STREAM_SO := /usr/lib/nginx/modules/ngx_stream_module.so
 TEST_ENV    := TEST_NGINX_BINARY=/usr/sbin/nginx \
-               TEST_NGINX_LOAD_MODULES=$(MODULE_SO) \
+               TEST_NGINX_LOAD_MODULES="$(NGX_STREAM_SO) $(MODULE_SO)" \
                TEST_NGINX_CERT_DIR=$(TEST_CERTS) \
                DSTACK_BIN=$(BIN)
 

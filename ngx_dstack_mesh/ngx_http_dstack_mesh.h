@@ -13,19 +13,73 @@
 #include <ngx_http.h>
 
 #include "ratls.h"
+#include "mesh_target.h"
 
 
 #define NGX_HTTP_DSTACK_MESH_APP_ID_HEADER  "x-dstack-app-id"
 
+#define ngx_http_dstack_mesh_isalnum(c)                                      \
+    (((c) >= '0' && (c) <= '9') || ((c) >= 'a' && (c) <= 'z')                 \
+     || ((c) >= 'A' && (c) <= 'Z'))
+
+
+/* mesh_certificate + mesh_certificate_key, loaded once at configuration */
 
 typedef struct {
-    ngx_flag_t                  auth;
-    /* ngx_str_t lowercase hex app ids; NULL means "any" */
-    ngx_array_t                *allow_apps;
+    X509                       *certificate;
+    STACK_OF(X509)             *chain;
+    EVP_PKEY                   *key;
+} ngx_http_dstack_mesh_identity_t;
+
+
+/* mesh_gateway */
+
+typedef struct {
+    ngx_str_t                   domain;      /* empty in fixed/ mode */
+    ngx_str_t                   fixed_host;  /* the SNI in fixed/ mode */
+    in_port_t                   port;
+    ngx_addr_t                 *address;     /* address= or fixed/; else DNS */
+} ngx_http_dstack_mesh_gateway_t;
+
+
+/* mesh_target <app> [port=] [instance=] [tls=], all complex values */
+
+typedef struct {
+    ngx_http_complex_value_t    app;
+    ngx_http_complex_value_t   *port;
+    ngx_http_complex_value_t   *instance;
+    ngx_http_complex_value_t   *tls;
+} ngx_http_dstack_mesh_target_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                  pool_size;   /* mesh_keepalive */
+    ngx_msec_t                  pool_timeout;
+    ngx_queue_t                 pool_idle;
+    ngx_queue_t                 pool_free;
+    ngx_queue_t                 sessions;
+    ngx_queue_t                 sessions_free;
+} ngx_http_dstack_mesh_main_conf_t;
+
+
+typedef struct {
+    /* inbound */
+    ngx_flag_t                           auth;
+    ngx_array_t                         *allow_apps;  /* ngx_str_t; NULL: any */
+
+    /* outbound */
+    ngx_http_dstack_mesh_target_conf_t  *target;      /* this level only */
+    ngx_http_dstack_mesh_gateway_t      *gateway;
+    ngx_str_t                            certificate;
+    ngx_str_t                            certificate_key;
+    ngx_http_dstack_mesh_identity_t     *identity;
+    X509_STORE                          *trusted;
+    X509_STORE                          *gateway_trusted;
+    ngx_addr_t                          *agent;
 } ngx_http_dstack_mesh_loc_conf_t;
 
 
-/* the peer of one TLS connection, established once per connection */
+/* the peer of one inbound TLS connection, established once per connection */
 
 typedef enum {
     NGX_HTTP_DSTACK_MESH_PEER_NO_TLS = 0,
@@ -45,13 +99,81 @@ typedef struct {
 } ngx_http_dstack_mesh_peer_t;
 
 
+/*
+ * Where an outbound request goes and whom it must reach: what connections
+ * and TLS sessions are keyed by, so they are never shared across targets.
+ */
+
+typedef enum {
+    NGX_HTTP_DSTACK_MESH_PINNED = 0,     /* passthrough, app_id pinned */
+    NGX_HTTP_DSTACK_MESH_GATEWAY_TLS,    /* gateway terminates TLS */
+    NGX_HTTP_DSTACK_MESH_AGENT           /* the local guest agent */
+} ngx_http_dstack_mesh_route_e;
+
+
+typedef struct {
+    ngx_http_dstack_mesh_route_e        route;
+    socklen_t                           socklen;
+    ngx_sockaddr_t                      sockaddr;
+    size_t                              host_len;
+    u_char                              host[MESH_TARGET_HOST_MAX + 1];
+    u_char                              app_id[MESH_TARGET_ID_MAX + 1];
+} ngx_http_dstack_mesh_key_t;
+
+
+/* per outbound request */
+
+typedef struct {
+    ngx_http_dstack_mesh_key_t          key;
+    ngx_str_t                           name;       /* key.sockaddr as text */
+    ngx_str_t                           host;       /* key.host */
+    ngx_http_dstack_mesh_loc_conf_t    *conf;
+    ngx_resolver_ctx_t                 *resolving;
+} ngx_http_dstack_mesh_ctx_t;
+
+
 extern ngx_module_t  ngx_http_dstack_mesh_module;
 
 
+/* inbound */
 ngx_int_t ngx_http_dstack_mesh_inbound_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_dstack_mesh_outbound_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 char *ngx_http_dstack_mesh_allow_apps(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* outbound */
+char *ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_dstack_mesh_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_dstack_mesh_trusted_certificate(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_dstack_mesh_agent_socket(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_http_dstack_mesh_identity_t *ngx_http_dstack_mesh_load_identity(
+    ngx_conf_t *cf, ngx_str_t *certificate, ngx_str_t *key);
+char *ngx_http_dstack_mesh_check_target(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_loc_conf_t *conf);
+
+/* the upstream: target-keyed connection pool, TLS sessions, app_id pin */
+ngx_http_upstream_srv_conf_t *ngx_http_dstack_mesh_upstream_add(
+    ngx_conf_t *cf);
+ngx_int_t ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf);
+
+/* the guest-agent fallback for requests without a target app */
+ngx_int_t ngx_http_dstack_mesh_agent_request(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx);
+
+/* request headers */
+ngx_int_t ngx_http_dstack_mesh_remove_headers(ngx_http_request_t *r,
+    const ngx_str_t *names);
+ngx_int_t ngx_http_dstack_mesh_add_header(ngx_http_request_t *r,
+    ngx_str_t *key, ngx_str_t *value);
+
+/* a short JSON answer, {"error": "..."} or the agent's /gateway */
+ngx_int_t ngx_http_dstack_mesh_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *body);
 
 
 #endif /* _NGX_HTTP_DSTACK_MESH_H_INCLUDED_ */

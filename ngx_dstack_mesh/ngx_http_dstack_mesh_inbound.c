@@ -19,7 +19,6 @@ static ngx_uint_t ngx_http_dstack_mesh_app_allowed(ngx_array_t *apps,
     ngx_str_t *app_id);
 static ngx_int_t ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
     ngx_str_t *app_id);
-static ngx_uint_t ngx_http_dstack_mesh_is_app_id_header(ngx_str_t *key);
 static ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -290,112 +289,29 @@ ngx_http_dstack_mesh_app_allowed(ngx_array_t *apps, ngx_str_t *app_id)
 
 
 /*
- * Replaces every client-sent x-dstack-app-id with the verified value, or
- * with nothing when "app_id" is empty.  ngx_list_t cannot drop elements, so
- * the list is rebuilt without them; that happens only when a client sent one.
+ * The client's own x-dstack-app-id headers go, in every spelling; the
+ * verified value, when there is one, takes their place.
  */
 
 static ngx_int_t
 ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
     ngx_str_t *app_id)
 {
-    ngx_uint_t        i, n, found;
-    ngx_list_t        old;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *copy;
+    static ngx_str_t  key = ngx_string("X-Dstack-App-Id");
+    static ngx_str_t  names[] = {
+        ngx_string(NGX_HTTP_DSTACK_MESH_APP_ID_HEADER),
+        ngx_null_string
+    };
 
-    found = 0;
-    n = 0;
-
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
-        h = part->elts;
-
-        for (i = 0; i < part->nelts; i++) {
-            n++;
-            found += ngx_http_dstack_mesh_is_app_id_header(&h[i].key);
-        }
-    }
-
-    if (found) {
-        /* the list head embeds its first part: keep a copy to walk */
-        old = r->headers_in.headers;
-
-        if (ngx_list_init(&r->headers_in.headers, r->pool, n,
-                          sizeof(ngx_table_elt_t))
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        for (part = &old.part; part; part = part->next) {
-            h = part->elts;
-
-            for (i = 0; i < part->nelts; i++) {
-                if (ngx_http_dstack_mesh_is_app_id_header(&h[i].key)) {
-                    continue;
-                }
-
-                copy = ngx_list_push(&r->headers_in.headers);
-                if (copy == NULL) {
-                    return NGX_ERROR;
-                }
-
-                *copy = h[i];
-            }
-        }
+    if (ngx_http_dstack_mesh_remove_headers(r, names) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     if (app_id->len == 0) {
         return NGX_OK;
     }
 
-    h = ngx_list_push(&r->headers_in.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_str_set(&h->key, "X-Dstack-App-Id");
-    h->lowcase_key = (u_char *) NGX_HTTP_DSTACK_MESH_APP_ID_HEADER;
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-    h->value = *app_id;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    return NGX_OK;
-}
-
-
-/*
- * "x_dstack_app_id" counts too: with underscores_in_headers on, CGI-style
- * backends map both spellings to the same HTTP_X_DSTACK_APP_ID.
- */
-
-static ngx_uint_t
-ngx_http_dstack_mesh_is_app_id_header(ngx_str_t *key)
-{
-    u_char      c;
-    ngx_uint_t  i;
-
-    static u_char  name[] = NGX_HTTP_DSTACK_MESH_APP_ID_HEADER;
-
-    if (key->len != sizeof(name) - 1) {
-        return 0;
-    }
-
-    for (i = 0; i < key->len; i++) {
-        c = ngx_tolower(key->data[i]);
-
-        if (c == '_') {
-            c = '-';
-        }
-
-        if (c != name[i]) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return ngx_http_dstack_mesh_add_header(r, &key, app_id);
 }
 
 

@@ -7,9 +7,12 @@
 #include "ngx_http_dstack_mesh.h"
 
 
+static void *ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_dstack_mesh_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_int_t ngx_http_dstack_mesh_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_dstack_mesh_init(ngx_conf_t *cf);
 
 
@@ -29,16 +32,79 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       0,
       NULL },
 
+    { ngx_string("mesh_target"),
+      NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_dstack_mesh_target,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_gateway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE12,
+      ngx_http_dstack_mesh_gateway,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, certificate),
+      NULL },
+
+    { ngx_string("mesh_certificate_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, certificate_key),
+      NULL },
+
+    { ngx_string("mesh_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dstack_mesh_trusted_certificate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, trusted),
+      NULL },
+
+    { ngx_string("mesh_gateway_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dstack_mesh_trusted_certificate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_loc_conf_t, gateway_trusted),
+      NULL },
+
+    { ngx_string("mesh_agent_socket"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dstack_mesh_agent_socket,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_main_conf_t, pool_size),
+      NULL },
+
+    { ngx_string("mesh_keepalive_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_main_conf_t, pool_timeout),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_dstack_mesh_module_ctx = {
-    ngx_http_dstack_mesh_add_variables,    /* preconfiguration */
+    ngx_http_dstack_mesh_preconfiguration, /* preconfiguration */
     ngx_http_dstack_mesh_init,             /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_dstack_mesh_create_main_conf, /* create main configuration */
+    ngx_http_dstack_mesh_init_main_conf,   /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -65,6 +131,35 @@ ngx_module_t  ngx_http_dstack_mesh_module = {
 
 
 static void *
+ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    mmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_main_conf_t));
+    if (mmcf == NULL) {
+        return NULL;
+    }
+
+    mmcf->pool_size = NGX_CONF_UNSET_UINT;
+    mmcf->pool_timeout = NGX_CONF_UNSET_MSEC;
+
+    return mmcf;
+}
+
+
+static char *
+ngx_http_dstack_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_dstack_mesh_main_conf_t *mmcf = conf;
+
+    ngx_conf_init_uint_value(mmcf->pool_size, 32);
+    ngx_conf_init_msec_value(mmcf->pool_timeout, 60000);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
 ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_http_dstack_mesh_loc_conf_t  *conf;
@@ -74,8 +169,21 @@ ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->target = NULL;
+     *     conf->certificate = { 0, NULL };
+     *     conf->certificate_key = { 0, NULL };
+     */
+
     conf->auth = NGX_CONF_UNSET;
     conf->allow_apps = NGX_CONF_UNSET_PTR;
+    conf->gateway = NGX_CONF_UNSET_PTR;
+    conf->identity = NGX_CONF_UNSET_PTR;
+    conf->trusted = NGX_CONF_UNSET_PTR;
+    conf->gateway_trusted = NGX_CONF_UNSET_PTR;
+    conf->agent = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -90,12 +198,59 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->auth, prev->auth, 0);
     ngx_conf_merge_ptr_value(conf->allow_apps, prev->allow_apps, NULL);
 
+    ngx_conf_merge_ptr_value(conf->gateway, prev->gateway, NULL);
+
+    /* like ssl_certificate: the pair is given together, at one level */
+
+    if (conf->certificate.data || conf->certificate_key.data) {
+        if (conf->certificate.data == NULL
+            || conf->certificate_key.data == NULL)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"mesh_certificate\" and "
+                               "\"mesh_certificate_key\" go together");
+            return NGX_CONF_ERROR;
+        }
+
+        conf->identity = ngx_http_dstack_mesh_load_identity(cf,
+                                                      &conf->certificate,
+                                                      &conf->certificate_key);
+        if (conf->identity == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ngx_conf_merge_ptr_value(conf->identity, prev->identity, NULL);
+    ngx_conf_merge_ptr_value(conf->trusted, prev->trusted, NULL);
+    ngx_conf_merge_ptr_value(conf->gateway_trusted, prev->gateway_trusted,
+                             NULL);
+    ngx_conf_merge_ptr_value(conf->agent, prev->agent, NULL);
+
+    if (conf->target) {
+        return ngx_http_dstack_mesh_check_target(cf, conf);
+    }
+
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dstack_mesh_preconfiguration(ngx_conf_t *cf)
+{
+    if (ngx_http_dstack_mesh_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_dstack_mesh_outbound_add_variables(cf);
 }
 
 
 static ngx_int_t
 ngx_http_dstack_mesh_init(ngx_conf_t *cf)
 {
-    return ngx_http_dstack_mesh_inbound_init(cf);
+    if (ngx_http_dstack_mesh_inbound_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_dstack_mesh_upstream_init(cf);
 }

@@ -12,6 +12,7 @@
 #                              app-a's app id under a second, untrusted CA
 #   OUTDIR/noext.{key,crt}     signed by the test CA, no app_id extension
 #   OUTDIR/badext.{key,crt}    signed by the test CA, malformed app_id
+#   OUTDIR/gateway.{key,crt}   signed by the test CA for *.gw.test, no app_id
 #
 # Every leaf: alt name localhost, serverAuth and clientAuth.  Re-running
 # reissues every leaf and keeps the CAs.  The simulator is looked for in
@@ -137,10 +138,12 @@ openssl_leaf() {
 app_id_oid=1.3.6.1.4.1.62397.1.3
 
 openssl_leaf noext
+# a gateway that terminates TLS itself (tls=off targets) for *.gw.test
+openssl_leaf gateway "subjectAltName = DNS:*.gw.test"
 # the inner value is a UTF8String where an OCTET STRING belongs
 openssl_leaf badext "$app_id_oid = DER:0C:02:AA:AA"
 
-for name in app-a app-b app-c noext badext; do
+for name in app-a app-b app-c noext badext gateway; do
     openssl verify -CAfile "$out/ca.crt" "$out/$name.crt" >/dev/null
 done
 openssl verify -CAfile "$out/other-ca.crt" "$out/other.crt" >/dev/null
