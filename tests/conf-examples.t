@@ -9,8 +9,9 @@ use File::Temp qw(tempdir);
 use Test::More;
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-my $module = $ENV{TEST_NGINX_LOAD_MODULES}
+my $modules = $ENV{TEST_NGINX_LOAD_MODULES}
     or plan skip_all => 'TEST_NGINX_LOAD_MODULES is not set';
+my $load_modules = join '', map { "load_module $_;\n" } split ' ', $modules;
 my $certs = $ENV{TEST_NGINX_CERT_DIR}
     or plan skip_all => 'TEST_NGINX_CERT_DIR is not set';
 
@@ -33,8 +34,7 @@ for my $example (@examples) {
 
     open my $fh, '>', "$dir/nginx.conf" or die $!;
     print $fh <<"CONF";
-load_module $module;
-pid $dir/nginx.pid;
+${load_modules}pid $dir/nginx.pid;
 error_log $dir/error.log;
 events {}
 http {

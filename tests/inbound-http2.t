@@ -10,8 +10,9 @@ use IO::Socket::INET;
 use Test::More;
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-my $module = $ENV{TEST_NGINX_LOAD_MODULES}
+my $modules = $ENV{TEST_NGINX_LOAD_MODULES}
     or plan skip_all => 'TEST_NGINX_LOAD_MODULES is not set';
+my $load_modules = join '', map { "load_module $_;\n" } split ' ', $modules;
 my $certs = $ENV{TEST_NGINX_CERT_DIR}
     or plan skip_all => 'TEST_NGINX_CERT_DIR is not set';
 
@@ -20,8 +21,7 @@ my $dir = tempdir(CLEANUP => 1);
 my $port = free_port();
 
 write_file("$dir/nginx.conf", <<"CONF");
-load_module $module;
-daemon on;
+${load_modules}daemon on;
 master_process off;
 worker_processes 1;
 pid $dir/nginx.pid;
