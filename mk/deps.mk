@@ -4,7 +4,7 @@
 DEB_PACKAGES := \
 	build-essential clang llvm libclang-rt-14-dev pkg-config \
 	nginx nginx-dev libnginx-mod-stream \
-	libssl-dev openssl libsqlite3-dev sqlite3 libjansson-dev \
+	libssl-dev openssl ca-certificates libsqlite3-dev sqlite3 libjansson-dev \
 	libcurl4-openssl-dev curl libnl-3-dev libnl-genl-3-dev libnl-route-3-dev \
 	libmicrohttpd-dev \
 	wireguard-tools wireguard-go iproute2 iputils-ping procps psmisc \

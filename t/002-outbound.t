@@ -448,3 +448,41 @@ GET /t
 --- must_die
 --- error_log
 the upstream name "dstack_mesh_gateway" is reserved by mesh_target
+
+
+
+=== TEST 16: mesh_target at server level routes requests that match no location
+--- config
+    mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
+    mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+    mesh_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    mesh_trusted_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+    mesh_target cccc000000000000000000000000000000000003;
+
+    location = /local {
+        return 200 "answered here\n";
+    }
+--- request eval
+["GET /anything", "GET /local"]
+--- response_body eval
+["c /anything caller=$::A host=$::C-443s.gw.test requests=1 target=[]\n",
+ "answered here\n"]
+
+
+
+=== TEST 17: client_max_body_size applies before anything is sent
+--- config
+    mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
+    mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+    mesh_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    mesh_trusted_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+
+    location / {
+        mesh_target bbbb000000000000000000000000000000000002;
+        client_max_body_size 1k;
+    }
+--- request eval
+"POST /upload\n" . ("x" x 4096)
+--- error_code: 413
+--- no_error_log
+cvm-b received
