@@ -181,6 +181,7 @@ X-Dstack-Target-Port: 8443
 --- error_log
 gateway routed bbbb000000000000000000000000000000000002-8443s.gw.test
 mesh: peer "bbbb000000000000000000000000000000000002-8443s.gw.test" refused: expected bbbb000000000000000000000000000000000002, got cccc000000000000000000000000000000000003 (another app)
+certificate verify failed) while SSL handshaking to upstream
 --- no_error_log
 cvm-c received
 cvm-b received
@@ -280,6 +281,8 @@ qr/cvm-b received GET \/\w+ HTTP\/1.1 from \w+ reused=r?|expected \w+, got \w+/
 cvm-b received GET /b HTTP/1.1 from $::A reused=r
 expected $::C, got $::B
 "
+--- error_log
+certificate verify failed) while SSL handshaking to upstream
 
 
 
@@ -346,7 +349,7 @@ b-via-gateway-tls /plain caller= host=bbbb000000000000000000000000000000000002-4
 
 
 
-=== TEST 10: fixed/ gateway: every target at one address, the app_id still pinned
+=== TEST 10: fixed/ gateway: every target at one address
 --- config
     mesh_gateway fixed/localhost:19443;
     mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
@@ -356,18 +359,37 @@ b-via-gateway-tls /plain caller= host=bbbb000000000000000000000000000000000002-4
     location / {
         mesh_target $http_x_dstack_target_app;
     }
---- request eval
-["GET /f", "GET /f"]
---- more_headers eval
-["X-Dstack-Target-App: $::B", "X-Dstack-Target-App: $::C"]
---- error_code eval
-[200, 502]
---- response_body_like eval
-["^b /f caller=$::A ", "502 Bad Gateway"]
+--- request
+GET /f
+--- more_headers
+X-Dstack-Target-App: bbbb000000000000000000000000000000000002
+--- response_body
+b /f caller=aaaa000000000000000000000000000000000001 host=localhost requests=1 target=[]
 
 
 
-=== TEST 11: an unreachable gateway fails within the connect timeout
+=== TEST 11: fixed/ gateway: the app_id is still pinned
+--- config
+    mesh_gateway fixed/localhost:19443;
+    mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+    mesh_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    mesh_trusted_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+
+    location / {
+        mesh_target $http_x_dstack_target_app;
+    }
+--- request
+GET /f
+--- more_headers
+X-Dstack-Target-App: cccc000000000000000000000000000000000003
+--- error_code: 502
+--- error_log
+mesh: peer "localhost" refused: expected cccc000000000000000000000000000000000003, got bbbb000000000000000000000000000000000002 (another app)
+certificate verify failed) while SSL handshaking to upstream
+
+
+
+=== TEST 12: an unreachable gateway fails within the connect timeout
 --- config
     mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/nothing-listens-here.sock;
     mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
@@ -381,11 +403,12 @@ b-via-gateway-tls /plain caller= host=bbbb000000000000000000000000000000000002-4
 --- request
 GET /t
 --- error_code: 502
---- timeout: 3
+--- error_log
+failed (2: No such file or directory) while connecting to upstream
 
 
 
-=== TEST 12: nginx -t refuses mesh_target without an identity
+=== TEST 13: nginx -t refuses mesh_target without an identity
 --- config
     mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
     mesh_trusted_certificate $TEST_NGINX_CERT_DIR/ca.crt;
@@ -399,7 +422,7 @@ GET /t
 
 
 
-=== TEST 13: nginx -t refuses mesh_target without the trusted CA
+=== TEST 14: nginx -t refuses mesh_target without the trusted CA
 --- config
     mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
     mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
@@ -414,7 +437,7 @@ GET /t
 
 
 
-=== TEST 14: nginx -t refuses mesh_target with session reuse off (no pinning hook)
+=== TEST 15: nginx -t refuses mesh_target with session reuse off (no pinning hook)
 --- config
     mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
     mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
@@ -431,7 +454,7 @@ GET /t
 
 
 
-=== TEST 15: the reserved upstream name cannot be used by hand
+=== TEST 16: the reserved upstream name cannot be used by hand
 --- http_config
     upstream dstack_mesh_gateway {
         server 127.0.0.1:1;
@@ -451,7 +474,7 @@ the upstream name "dstack_mesh_gateway" is reserved by mesh_target
 
 
 
-=== TEST 16: mesh_target at server level routes requests that match no location
+=== TEST 17: mesh_target at server level routes requests that match no location
 --- config
     mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
     mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
@@ -470,7 +493,7 @@ the upstream name "dstack_mesh_gateway" is reserved by mesh_target
 
 
 
-=== TEST 17: client_max_body_size applies before anything is sent
+=== TEST 18: client_max_body_size applies before anything is sent
 --- config
     mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
     mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
