@@ -311,7 +311,10 @@ ngx_http_dstack_mesh_resolve(ngx_http_request_t *r,
 
     ctx->resolving = rctx;
 
-    /* the handler may run before ngx_resolve_name() returns */
+    /*
+     * Held until the content handler returns NGX_DONE; taken first as the
+     * handler may run before ngx_resolve_name() returns.
+     */
     r->main->count++;
 
     if (ngx_resolve_name(rctx) != NGX_OK) {
@@ -359,8 +362,9 @@ ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx)
 
     ngx_resolve_name_done(rctx);
 
+    /* the reference taken in ngx_http_dstack_mesh_resolve() went with the
+     * content handler's NGX_DONE; this one is the proxy's, if any */
     ngx_http_finalize_request(r, rc);
-    ngx_http_finalize_request(r, NGX_DONE);
     ngx_http_run_posted_requests(c);
 }
 
@@ -406,30 +410,15 @@ static ngx_int_t
 ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-    ngx_uint_t        i;
+    if (r->headers_in.upgrade) {
+        v->len = sizeof("upgrade") - 1;
+        v->data = (u_char *) "upgrade";
 
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
-        h = part->elts;
-
-        for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == sizeof("Upgrade") - 1
-                && ngx_strncasecmp(h[i].key.data, (u_char *) "Upgrade",
-                                   sizeof("Upgrade") - 1) == 0)
-            {
-                v->len = sizeof("upgrade") - 1;
-                v->data = (u_char *) "upgrade";
-                v->valid = 1;
-                v->no_cacheable = 0;
-                v->not_found = 0;
-                return NGX_OK;
-            }
-        }
+    } else {
+        v->len = 0;
+        v->data = (u_char *) "";
     }
 
-    v->len = 0;
-    v->data = (u_char *) "";
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;
