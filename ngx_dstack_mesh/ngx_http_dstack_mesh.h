@@ -135,14 +135,20 @@ typedef struct {
 extern ngx_module_t  ngx_http_dstack_mesh_module;
 
 
+ngx_int_t ngx_http_dstack_mesh_ssl_index(ngx_conf_t *cf, int *index);
+
 /* inbound */
 ngx_int_t ngx_http_dstack_mesh_inbound_init(ngx_conf_t *cf);
-ngx_int_t ngx_http_dstack_mesh_outbound_add_variables(ngx_conf_t *cf);
-ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 char *ngx_http_dstack_mesh_allow_apps(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 /* outbound */
+ngx_int_t ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 char *ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_dstack_mesh_gateway(ngx_conf_t *cf, ngx_command_t *cmd,

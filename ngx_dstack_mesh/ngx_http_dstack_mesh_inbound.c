@@ -19,8 +19,6 @@ static ngx_uint_t ngx_http_dstack_mesh_app_allowed(ngx_array_t *apps,
     ngx_str_t *app_id);
 static ngx_int_t ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
     ngx_str_t *app_id);
-static ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 /* SSL ex_data slot holding the connection's ngx_http_dstack_mesh_peer_t */
@@ -32,48 +30,16 @@ static ngx_http_dstack_mesh_peer_t  ngx_http_dstack_mesh_no_tls = {
 };
 
 
-static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
-
-    { ngx_string("mesh_app_id"), NULL,
-      ngx_http_dstack_mesh_app_id_variable, 0, 0, 0 },
-
-      ngx_http_null_variable
-};
-
-
-ngx_int_t
-ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_dstack_mesh_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
 ngx_int_t
 ngx_http_dstack_mesh_inbound_init(ngx_conf_t *cf)
 {
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    if (ngx_http_dstack_mesh_peer_index == -1) {
-        ngx_http_dstack_mesh_peer_index = SSL_get_ex_new_index(0, NULL, NULL,
-                                                               NULL, NULL);
-        if (ngx_http_dstack_mesh_peer_index == -1) {
-            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                          "SSL_get_ex_new_index() failed");
-            return NGX_ERROR;
-        }
+    if (ngx_http_dstack_mesh_ssl_index(cf, &ngx_http_dstack_mesh_peer_index)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -315,7 +281,7 @@ ngx_http_dstack_mesh_set_app_id_header(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {

@@ -12,7 +12,7 @@ static char *ngx_http_dstack_mesh_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
-static ngx_int_t ngx_http_dstack_mesh_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_dstack_mesh_init(ngx_conf_t *cf);
 
 
@@ -99,8 +99,25 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
 };
 
 
+static ngx_http_variable_t  ngx_http_dstack_mesh_vars[] = {
+
+    { ngx_string("mesh_app_id"), NULL,
+      ngx_http_dstack_mesh_app_id_variable, 0, 0, 0 },
+
+    { ngx_string("mesh_target_host"), NULL,
+      ngx_http_dstack_mesh_target_host_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("mesh_connection"), NULL,
+      ngx_http_dstack_mesh_connection_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
 static ngx_http_module_t  ngx_http_dstack_mesh_module_ctx = {
-    ngx_http_dstack_mesh_preconfiguration, /* preconfiguration */
+    ngx_http_dstack_mesh_add_variables,    /* preconfiguration */
     ngx_http_dstack_mesh_init,             /* postconfiguration */
 
     ngx_http_dstack_mesh_create_main_conf, /* create main configuration */
@@ -235,13 +252,21 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 static ngx_int_t
-ngx_http_dstack_mesh_preconfiguration(ngx_conf_t *cf)
+ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf)
 {
-    if (ngx_http_dstack_mesh_add_variables(cf) != NGX_OK) {
-        return NGX_ERROR;
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_dstack_mesh_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
     }
 
-    return ngx_http_dstack_mesh_outbound_add_variables(cf);
+    return NGX_OK;
 }
 
 
@@ -253,4 +278,25 @@ ngx_http_dstack_mesh_init(ngx_conf_t *cf)
     }
 
     return ngx_http_dstack_mesh_upstream_init(cf);
+}
+
+
+/* SSL ex_data slots are process-wide: allocated once, kept across reloads */
+
+ngx_int_t
+ngx_http_dstack_mesh_ssl_index(ngx_conf_t *cf, int *index)
+{
+    if (*index != -1) {
+        return NGX_OK;
+    }
+
+    *index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+
+    if (*index == -1) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "SSL_get_ex_new_index() failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }

@@ -43,10 +43,6 @@ static char *ngx_http_dstack_mesh_proxy_directive(ngx_conf_t *cf,
     ngx_str_t *args, ngx_uint_t nargs);
 static char *ngx_http_dstack_mesh_target_param(ngx_conf_t *cf,
     ngx_str_t *value, ngx_http_complex_value_t **cv);
-static ngx_int_t ngx_http_dstack_mesh_target_host_variable(
-    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_dstack_mesh_connection_variable(
-    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_uint_t ngx_http_dstack_mesh_valid_host(ngx_str_t *host,
     const char *extra);
 static void ngx_http_dstack_mesh_identity_cleanup(void *data);
@@ -62,39 +58,6 @@ static ngx_str_t  ngx_http_dstack_mesh_forwarded_names[] = {
     ngx_string(NGX_HTTP_DSTACK_MESH_APP_ID_HEADER),
     ngx_null_string
 };
-
-
-static ngx_http_variable_t  ngx_http_dstack_mesh_outbound_vars[] = {
-
-    { ngx_string("mesh_target_host"), NULL,
-      ngx_http_dstack_mesh_target_host_variable, 0,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("mesh_connection"), NULL,
-      ngx_http_dstack_mesh_connection_variable, 0,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
-
-
-ngx_int_t
-ngx_http_dstack_mesh_outbound_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_dstack_mesh_outbound_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
 
 
 static ngx_int_t
@@ -381,7 +344,7 @@ ngx_http_dstack_mesh_resolve_cleanup(void *data)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
@@ -406,7 +369,7 @@ ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
 
 /* "upgrade" when the client asks for one, else empty: keepalive upstream */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {

@@ -63,6 +63,8 @@ static void ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc,
     void *data);
 static int ngx_http_dstack_mesh_verify_pin(int ok, X509_STORE_CTX *store);
 static int ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store);
+static ngx_http_dstack_mesh_key_t *ngx_http_dstack_mesh_verified_key(
+    X509_STORE_CTX *store, ngx_connection_t **c);
 static ngx_uint_t ngx_http_dstack_mesh_key_equal(
     ngx_http_dstack_mesh_key_t *a, ngx_http_dstack_mesh_key_t *b);
 static void ngx_http_dstack_mesh_idle_close_handler(ngx_event_t *ev);
@@ -122,14 +124,10 @@ ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf)
     ngx_http_upstream_main_conf_t     *umcf;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
-    if (ngx_http_dstack_mesh_key_index == -1) {
-        ngx_http_dstack_mesh_key_index = SSL_get_ex_new_index(0, NULL, NULL,
-                                                              NULL, NULL);
-        if (ngx_http_dstack_mesh_key_index == -1) {
-            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                          "SSL_get_ex_new_index() failed");
-            return NGX_ERROR;
-        }
+    if (ngx_http_dstack_mesh_ssl_index(cf, &ngx_http_dstack_mesh_key_index)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
@@ -572,7 +570,6 @@ found:
 static int
 ngx_http_dstack_mesh_verify_pin(int ok, X509_STORE_CTX *store)
 {
-    SSL                         *ssl;
     size_t                       len;
     const char                  *got, *why;
     ratls_status_t               status;
@@ -584,10 +581,7 @@ ngx_http_dstack_mesh_verify_pin(int ok, X509_STORE_CTX *store)
         return 1;
     }
 
-    ssl = X509_STORE_CTX_get_ex_data(store,
-                                     SSL_get_ex_data_X509_STORE_CTX_idx());
-    c = ngx_ssl_get_connection(ssl);
-    key = SSL_get_ex_data(ssl, ngx_http_dstack_mesh_key_index);
+    key = ngx_http_dstack_mesh_verified_key(store, &c);
 
     status = ratls_app_id_hex(X509_STORE_CTX_get0_cert(store), (char *) hex,
                               &len);
@@ -625,7 +619,6 @@ ngx_http_dstack_mesh_verify_pin(int ok, X509_STORE_CTX *store)
 static int
 ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store)
 {
-    SSL                         *ssl;
     ngx_connection_t            *c;
     ngx_http_dstack_mesh_key_t  *key;
 
@@ -633,10 +626,7 @@ ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store)
         return 1;
     }
 
-    ssl = X509_STORE_CTX_get_ex_data(store,
-                                     SSL_get_ex_data_X509_STORE_CTX_idx());
-    c = ngx_ssl_get_connection(ssl);
-    key = SSL_get_ex_data(ssl, ngx_http_dstack_mesh_key_index);
+    key = ngx_http_dstack_mesh_verified_key(store, &c);
 
     ngx_log_error(NGX_LOG_ERR, c->log, 0,
                   "mesh: gateway certificate for \"%s\" refused: %s",
@@ -645,6 +635,21 @@ ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store)
                       X509_STORE_CTX_get_error(store)));
 
     return 0;
+}
+
+
+/* the connection being verified and the key set on it in set_session */
+
+static ngx_http_dstack_mesh_key_t *
+ngx_http_dstack_mesh_verified_key(X509_STORE_CTX *store, ngx_connection_t **c)
+{
+    SSL  *ssl;
+
+    ssl = X509_STORE_CTX_get_ex_data(store,
+                                     SSL_get_ex_data_X509_STORE_CTX_idx());
+    *c = ngx_ssl_get_connection(ssl);
+
+    return SSL_get_ex_data(ssl, ngx_http_dstack_mesh_key_index);
 }
 
 
