@@ -1,12 +1,15 @@
 # Inbound identity: mesh_auth, mesh_allow_apps, x-dstack-app-id, $mesh_app_id.
 #
-# The request under test goes from the client to the outer server of each
-# block, which calls the inner "CVM" server over mTLS on a unix socket,
-# presenting a certificate issued by the guest-agent simulator (t/certs.sh).
-# The inner server proxies to a raw TCP backend (--- tcp_listen) so each test
-# sees exactly the bytes a backend would receive.
+# Each request goes from the test client to the caller (the block's
+# --- config, by default "location /t/" below), which calls the CVM server
+# over mutual TLS on a unix socket, presenting the certificate named by
+# --- caller (default app-a; "none" presents none).  The CVM server is
+# app-b's; --- cvm is its body after the TLS files (default: verification
+# on, mesh_auth on, everything proxied to the backend).  The backend
+# answers "backend saw <x-dstack-app-id><x-extra>".  A block's own
+# --- http_config goes before these servers.
 #
-# App ids of the certificates in $TEST_NGINX_CERT_DIR:
+# Certificates in $TEST_NGINX_CERT_DIR, from t/certs.sh:
 #   app-a  aaaa000000000000000000000000000000000001
 #   app-b  bbbb000000000000000000000000000000000002
 #   other  app-a's id, issued by another CA
@@ -15,20 +18,65 @@
 
 use Test::Nginx::Socket 'no_plan';
 
+my $default_cvm = <<'CONF';
+        ssl_verify_client on;
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+CONF
+
+add_block_preprocessor(sub {
+    my $block = shift;
+
+    return if defined $block->config && !defined $block->cvm;
+
+    my $cvm = $block->cvm // $default_cvm;
+
+    $block->set_value('http_config', ($block->http_config // '') . <<"CONF");
+    server {
+        listen unix:\$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+        ssl_certificate \$TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key \$TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate \$TEST_NGINX_CERT_DIR/ca.crt;
+$cvm
+    }
+
+    server {
+        listen unix:\$TEST_NGINX_HTML_DIR/backend.sock;
+
+        location / {
+            return 200 "backend saw \$http_x_dstack_app_id\$http_x_extra\\n";
+        }
+    }
+CONF
+
+    return if defined $block->config;
+
+    my $caller = $block->caller // 'app-a';
+    my $cert = $caller eq 'none' ? '' : <<"CONF";
+        proxy_ssl_certificate \$TEST_NGINX_CERT_DIR/$caller.crt;
+        proxy_ssl_certificate_key \$TEST_NGINX_CERT_DIR/$caller.key;
+CONF
+
+    $block->set_value('config', <<"CONF");
+    underscores_in_headers on;
+
+    location /t/ {
+        proxy_pass https://unix:\$TEST_NGINX_HTML_DIR/cvm.sock:/;
+$cert    }
+CONF
+});
+
 no_shuffle();
 run_tests();
 
 __DATA__
 
-=== TEST 1: allowed app reaches the backend with its verified app_id
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+=== TEST 1: allowed app reaches the backend with exactly its verified app_id
+--- cvm
         ssl_verify_client on;
-
         mesh_auth on;
         mesh_allow_apps aaaa000000000000000000000000000000000001;
 
@@ -36,16 +84,8 @@ __DATA__
             proxy_pass http://127.0.0.1:12345;
             proxy_set_header Host backend;
         }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-        proxy_set_header Host cvm;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
-    }
 --- request
-GET /t
+GET /t/api
 --- tcp_listen: 12345
 --- tcp_query eval
 "GET /api HTTP/1.0\r
@@ -64,33 +104,17 @@ hi
 
 
 === TEST 2: client-sent x-dstack-app-id, twice, in other case and spelling, never reaches the backend
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
+--- cvm
         underscores_in_headers on;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
         ssl_verify_client on;
-
         mesh_auth on;
 
         location / {
             proxy_pass http://127.0.0.1:12345;
             proxy_set_header Host backend;
         }
-    }
---- config
-    underscores_in_headers on;
-
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-        proxy_set_header Host cvm;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
-    }
 --- request
-GET /t
+GET /t/api
 --- more_headers
 X-Dstack-App-Id: bbbb000000000000000000000000000000000002
 x-dstack-app-id: cccc000000000000000000000000000000000003
@@ -114,75 +138,35 @@ hi
 
 
 === TEST 3: optional verification and no certificate: 401, one log line
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client optional;
-
         mesh_auth on;
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-    }
+--- caller: none
 --- request
-GET /t
+GET /t/api
 --- error_code: 401
---- error_log
-mesh: caller not authenticated: no client certificate
 --- grep_error_log eval
-qr/mesh: caller not authenticated/
+qr/mesh: caller not authenticated: [^,]*/
 --- grep_error_log_out
-mesh: caller not authenticated
+mesh: caller not authenticated: no client certificate
 
 
 
 === TEST 4: certificate from another CA: nginx refuses it under "optional"
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client optional;
-
         mesh_auth on;
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/other.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/other.key;
-    }
+--- caller: other
 --- request
-GET /t
+GET /t/api
 --- error_code: 400
 --- error_log
 client SSL certificate verify error
@@ -190,36 +174,16 @@ client SSL certificate verify error
 
 
 === TEST 5: certificate from another CA under "optional_no_ca": 401 from mesh_auth
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client optional_no_ca;
-
         mesh_auth on;
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/other.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/other.key;
-    }
+--- caller: other
 --- request
-GET /t
+GET /t/api
 --- error_code: 401
 --- error_log eval
 qr/mesh: caller not authenticated: (unable to get local issuer certificate|self[- ]signed certificate in certificate chain|unable to verify the first certificate)/
@@ -227,36 +191,9 @@ qr/mesh: caller not authenticated: (unable to get local issuer certificate|self[
 
 
 === TEST 6: certificate without the app_id extension: 401
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
-        ssl_verify_client on;
-
-        mesh_auth on;
-
-        location / {
-            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
-        }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/noext.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/noext.key;
-    }
+--- caller: noext
 --- request
-GET /t
+GET /t/api
 --- error_code: 401
 --- error_log
 mesh: caller not authenticated: extension absent
@@ -264,36 +201,9 @@ mesh: caller not authenticated: extension absent
 
 
 === TEST 7: certificate with a malformed app_id extension: 401
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
-        ssl_verify_client on;
-
-        mesh_auth on;
-
-        location / {
-            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
-        }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/badext.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/badext.key;
-    }
+--- caller: badext
 --- request
-GET /t
+GET /t/api
 --- error_code: 401
 --- error_log
 mesh: caller not authenticated: extension value is not one OCTET STRING
@@ -303,14 +213,8 @@ mesh: caller not authenticated: extension value is not one OCTET STRING
 
 
 === TEST 8: app outside the allowlist: 403 naming the app
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client on;
-
         mesh_auth on;
         mesh_allow_apps bbbb000000000000000000000000000000000002
                         CCCC000000000000000000000000000000000003;
@@ -318,23 +222,8 @@ mesh: caller not authenticated: extension value is not one OCTET STRING
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/api;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
-    }
 --- request
-GET /t
+GET /t/api
 --- error_code: 403
 --- error_log
 mesh: app "aaaa000000000000000000000000000000000001" is not allowed
@@ -342,14 +231,8 @@ mesh: app "aaaa000000000000000000000000000000000001" is not allowed
 
 
 === TEST 9: location-level mesh_allow_apps overrides the server's; ids compare case-insensitively
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client on;
-
         mesh_auth on;
         mesh_allow_apps bbbb000000000000000000000000000000000002;
 
@@ -361,21 +244,6 @@ mesh: app "aaaa000000000000000000000000000000000001" is not allowed
         location /closed {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t/ {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
-    }
 --- request eval
 ["GET /t/open", "GET /t/closed"]
 --- error_code eval
@@ -386,35 +254,17 @@ mesh: app "aaaa000000000000000000000000000000000001" is not allowed
 
 
 === TEST 10: mesh_auth off in a location: no check, headers untouched
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client optional;
-
         mesh_auth on;
 
         location /health {
             mesh_auth off;
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/health;
-    }
+--- caller: none
 --- request
-GET /t
+GET /t/health
 --- more_headers
 X-Dstack-App-Id: client-said
 --- response_body
@@ -433,30 +283,15 @@ mTLS connection, and its error log covers all of them.
         server unix:$TEST_NGINX_HTML_DIR/cvm.sock;
         keepalive 1;
     }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client on;
         keepalive_requests 1000;
-
         mesh_auth on;
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
             proxy_set_header X-Extra ",requests=$connection_requests";
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
 --- config
     location = /t {
         ssi on;
@@ -495,38 +330,17 @@ mesh: parsed peer certificate: status:4
     }
 
     log_format mesh 'mesh-access caller=$caller app=$mesh_app_id status=$status';
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client optional;
         access_log $TEST_NGINX_HTML_DIR/../logs/error.log mesh;
-
         mesh_auth on;
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
             proxy_set_header X-Extra ",caller=$caller";
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
-        proxy_ssl_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
-        proxy_ssl_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
-    }
 --- request
-GET /t
+GET /t/
 --- response_body
 backend saw aaaa000000000000000000000000000000000001,caller=app-a
 --- error_log
@@ -542,36 +356,17 @@ mesh-access caller=app-a app=aaaa000000000000000000000000000000000001 status=200
     }
 
     log_format mesh 'mesh-access caller=$caller app=$mesh_app_id status=$status';
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/cvm.sock ssl;
-        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
-        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
-        ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- cvm
         ssl_verify_client optional;
         access_log $TEST_NGINX_HTML_DIR/../logs/error.log mesh;
-
         mesh_auth on;
 
         location / {
             proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
-            proxy_set_header X-Extra ",caller=$caller";
         }
-    }
-
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id$http_x_extra\n";
-        }
-    }
---- config
-    location /t {
-        proxy_pass https://unix:$TEST_NGINX_HTML_DIR/cvm.sock:/;
-    }
+--- caller: none
 --- request
-GET /t
+GET /t/
 --- error_code: 401
 --- error_log
 mesh-access caller=unknown app=- status=401
@@ -613,14 +408,8 @@ invalid app id
 
 
 === TEST 17: plain HTTP (no TLS) with mesh_auth: 401
---- http_config
-    server {
-        listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
-
-        location / {
-            return 200 "backend saw $http_x_dstack_app_id\n";
-        }
-    }
+--- cvm
+        ssl_verify_client on;
 --- config
     location /t {
         mesh_auth on;
