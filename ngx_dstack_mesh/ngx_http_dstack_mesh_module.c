@@ -12,6 +12,9 @@ static char *ngx_http_dstack_mesh_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_int_t ngx_http_dstack_mesh_merge_identity(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_loc_conf_t *conf,
+    ngx_http_dstack_mesh_loc_conf_t *prev);
 static ngx_int_t ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_dstack_mesh_init(ngx_conf_t *cf);
 
@@ -217,27 +220,9 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->gateway, prev->gateway, NULL);
 
-    /* like ssl_certificate: the pair is given together, at one level */
-
-    if (conf->certificate.data || conf->certificate_key.data) {
-        if (conf->certificate.data == NULL
-            || conf->certificate_key.data == NULL)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"mesh_certificate\" and "
-                               "\"mesh_certificate_key\" go together");
-            return NGX_CONF_ERROR;
-        }
-
-        conf->identity = ngx_http_dstack_mesh_load_identity(cf,
-                                                      &conf->certificate,
-                                                      &conf->certificate_key);
-        if (conf->identity == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_http_dstack_mesh_merge_identity(cf, conf, prev) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
-
-    ngx_conf_merge_ptr_value(conf->identity, prev->identity, NULL);
     ngx_conf_merge_ptr_value(conf->trusted, prev->trusted, NULL);
     ngx_conf_merge_ptr_value(conf->gateway_trusted, prev->gateway_trusted,
                              NULL);
@@ -265,6 +250,58 @@ ngx_http_dstack_mesh_add_variables(ngx_conf_t *cf)
         var->get_handler = v->get_handler;
         var->data = v->data;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Like ssl_certificate, the pair is given together at one level and loaded
+ * once there.  The http level is never merged as a child, so it is loaded
+ * when its first server inherits it.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_merge_identity(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_loc_conf_t *conf,
+    ngx_http_dstack_mesh_loc_conf_t *prev)
+{
+    ngx_http_dstack_mesh_loc_conf_t  *level;
+
+    if (conf->certificate.data || conf->certificate_key.data) {
+        level = conf;
+
+    } else if (prev->identity == NGX_CONF_UNSET_PTR) {
+        level = prev;
+
+    } else {
+        conf->identity = prev->identity;
+        return NGX_OK;
+    }
+
+    if (level->certificate.data == NULL && level->certificate_key.data == NULL)
+    {
+        level->identity = NULL;
+        conf->identity = NULL;
+        return NGX_OK;
+    }
+
+    if (level->certificate.data == NULL || level->certificate_key.data == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_certificate\" and "
+                           "\"mesh_certificate_key\" go together");
+        return NGX_ERROR;
+    }
+
+    level->identity = ngx_http_dstack_mesh_load_identity(cf,
+                                                    &level->certificate,
+                                                    &level->certificate_key);
+    if (level->identity == NULL) {
+        return NGX_ERROR;
+    }
+
+    conf->identity = level->identity;
 
     return NGX_OK;
 }

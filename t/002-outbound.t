@@ -10,6 +10,7 @@
 #       bbbb..0002-443.gw.test    -> its own TLS   (gateway terminates TLS)
 #   - CVMs B (also on 127.0.0.1:19443) and C: mesh_auth on, in front of a backend that echoes what it
 #     received.
+# A block's --- http_extra is added to the http level of that world.
 # The gateway, CVMs and backend write "gateway routed", "cvm-b received" and
 # "cvm-c received" lines into the error log, so tests can tell what reached
 # whom.
@@ -135,7 +136,8 @@ add_block_preprocessor(sub {
     my $block = shift;
 
     $block->set_value('main_config', $gateway) unless defined $block->main_config;
-    $block->set_value('http_config', $world) unless defined $block->http_config;
+    $block->set_value('http_config', $world . ($block->http_extra // ''))
+        unless defined $block->http_config;
     $block->set_value('config', $caller) unless defined $block->config;
 });
 
@@ -509,3 +511,34 @@ the upstream name "dstack_mesh_gateway" is reserved by mesh_target
 --- error_code: 413
 --- no_error_log
 cvm-b received
+
+
+
+=== TEST 19: the identity and CA can be set once at the http level
+--- http_extra
+    mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+    mesh_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    mesh_trusted_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+--- config
+    mesh_gateway gw.test address=unix:$TEST_NGINX_HTML_DIR/gw.sock;
+
+    location / {
+        mesh_target bbbb000000000000000000000000000000000002;
+    }
+--- request
+GET /inherited
+--- response_body
+b /inherited caller=aaaa000000000000000000000000000000000001 host=bbbb000000000000000000000000000000000002-443s.gw.test requests=1 target=[]
+
+
+
+=== TEST 20: mesh_certificate without its key is refused
+--- http_extra
+    mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+--- config
+    location / {
+        return 204;
+    }
+--- must_die
+--- error_log
+"mesh_certificate" and "mesh_certificate_key" go together

@@ -5,13 +5,15 @@
 use strict;
 use warnings;
 
+use lib 'tests/lib';
+
+use DstackTest qw(nginx_conf read_file write_file);
 use File::Temp qw(tempdir);
 use Test::More;
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-my $modules = $ENV{TEST_NGINX_LOAD_MODULES}
+$ENV{TEST_NGINX_LOAD_MODULES}
     or plan skip_all => 'TEST_NGINX_LOAD_MODULES is not set';
-my $load_modules = join '', map { "load_module $_;\n" } split ' ', $modules;
 my $certs = $ENV{TEST_NGINX_CERT_DIR}
     or plan skip_all => 'TEST_NGINX_CERT_DIR is not set';
 
@@ -26,28 +28,16 @@ my %tls = (
 
 for my $example (@examples) {
     my $dir = tempdir(CLEANUP => 1);
-    my $text = slurp($example);
+    my $text = read_file($example);
 
     $text =~ s{/etc/dstack/tls/([\w.]+)}{$tls{$1} // die "$example: $1"}ge;
     $text =~ s{/var/log/nginx/}{$dir/}g;
     $text =~ s{\blisten\s+(\d+)}{listen 127.0.0.1:1$1}g;
 
-    open my $fh, '>', "$dir/nginx.conf" or die $!;
-    print $fh <<"CONF";
-${load_modules}pid $dir/nginx.pid;
-error_log $dir/error.log;
-events {}
-http {
+    write_file("$dir/nginx.conf", nginx_conf($dir, <<"HTTP", log_level => 'error'));
     access_log $dir/access.log;
-    client_body_temp_path $dir;
-    proxy_temp_path $dir;
-    fastcgi_temp_path $dir;
-    uwsgi_temp_path $dir;
-    scgi_temp_path $dir;
 $text
-}
-CONF
-    close $fh;
+HTTP
 
     my $out = qx{$nginx -t -p $dir -c $dir/nginx.conf 2>&1};
     is($?, 0, "$example passes nginx -t") or diag $out;
@@ -58,12 +48,5 @@ done_testing();
 
 sub is_http_snippet {
     my ($path) = @_;
-    return slurp($path) =~ /^\s*(server|map|log_format)\b/m;
-}
-
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "$path: $!";
-    local $/;
-    return scalar <$fh>;
+    return read_file($path) =~ /^\s*(server|map|log_format)\b/m;
 }

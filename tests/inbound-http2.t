@@ -5,14 +5,14 @@
 use strict;
 use warnings;
 
+use lib 'tests/lib';
+
+use DstackTest qw(free_port wait_for_port start_nginx stop_nginx error_log);
 use File::Temp qw(tempdir);
-use IO::Socket::INET;
 use Test::More;
 
-my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-my $modules = $ENV{TEST_NGINX_LOAD_MODULES}
+$ENV{TEST_NGINX_LOAD_MODULES}
     or plan skip_all => 'TEST_NGINX_LOAD_MODULES is not set';
-my $load_modules = join '', map { "load_module $_;\n" } split ' ', $modules;
 my $certs = $ENV{TEST_NGINX_CERT_DIR}
     or plan skip_all => 'TEST_NGINX_CERT_DIR is not set';
 
@@ -20,20 +20,8 @@ my $app_a = 'aaaa000000000000000000000000000000000001';
 my $dir = tempdir(CLEANUP => 1);
 my $port = free_port();
 
-write_file("$dir/nginx.conf", <<"CONF");
-${load_modules}daemon on;
-master_process off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log debug;
-events { worker_connections 64; }
-http {
+my $ngx = eval { start_nginx($dir, <<"HTTP") } or BAIL_OUT($@);
     access_log off;
-    client_body_temp_path $dir;
-    proxy_temp_path $dir;
-    fastcgi_temp_path $dir;
-    uwsgi_temp_path $dir;
-    scgi_temp_path $dir;
 
     server {
         listen 127.0.0.1:$port ssl http2;
@@ -58,12 +46,10 @@ http {
             return 200 "\$http_x_protocol \$http_x_mesh_app_id [\$http_x_dstack_app_id]\\n";
         }
     }
-}
-CONF
+HTTP
+END { stop_nginx($ngx) if $ngx }
 
-system($nginx, '-p', $dir, '-c', "$dir/nginx.conf") == 0
-    or BAIL_OUT("nginx did not start");
-wait_for_port($port);
+wait_for_port($port) or BAIL_OUT("nginx is not listening on $port");
 
 my @urls = map { "https://localhost:$port/$_" } qw(one two three);
 
@@ -72,17 +58,15 @@ my $out = curl('--cert', "$certs/app-a.crt", '--key', "$certs/app-a.key",
 is($out, "HTTP/2.0 $app_a [$app_a]\n" x 3,
    'three HTTP/2 streams see the verified app_id, not the forged header');
 
-my @parsed = grep { /mesh: parsed peer certificate/ } read_lines("$dir/error.log");
+my @parsed = grep { /mesh: parsed peer certificate/ } error_log($ngx);
 is(scalar @parsed, 1, 'certificate parsed once for the whole connection');
 
 $out = curl('-o', '/dev/null', '-w', '%{http_code}', $urls[0]);
 is($out, '401', 'HTTP/2 client without a certificate: 401');
 
 ok((grep { /mesh: caller not authenticated: no client certificate/ }
-        read_lines("$dir/error.log")),
+        error_log($ngx)),
    'refusal logged');
-
-kill 'QUIT', read_file("$dir/nginx.pid");
 
 done_testing();
 
@@ -97,44 +81,4 @@ sub curl {
     my $out = <$fh>;
     close $fh;
     return $out // '';
-}
-
-sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
-
-sub wait_for_port {
-    my ($p) = @_;
-    for (1 .. 50) {
-        return if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$p");
-        select undef, undef, undef, 0.1;
-    }
-    BAIL_OUT("nginx is not listening on $p");
-}
-
-sub write_file {
-    my ($path, $text) = @_;
-    open my $fh, '>', $path or die "$path: $!";
-    print $fh $text;
-    close $fh;
-}
-
-sub read_file {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "$path: $!";
-    local $/;
-    my $text = <$fh>;
-    chomp $text;
-    return $text;
-}
-
-sub read_lines {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "$path: $!";
-    return <$fh>;
 }
