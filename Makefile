@@ -22,6 +22,7 @@ all:
 include mk/deps.mk
 include mk/common.mk
 include mk/module.mk
+include dstack-ctld/wg.mk
 include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 
 # Every test through one prove run, so the last lines are its summary.

@@ -1,0 +1,73 @@
+#!/usr/bin/perl
+#
+# dstack-ctld's WireGuard layer on kernel WireGuard, for real: a qemu VM
+# booting Debian's cloud kernel with an initramfs (tests/vm/build.sh) whose
+# /init (tests/vm/init) drives wg-apply --backend kernel in two network
+# namespaces and prints one line per check on the serial console.  This
+# test boots it (software emulation: no KVM needed), turns those lines into
+# TAP and reports the timings.
+#
+# Run from the repository root: prove tests/wg-kernel-vm.t
+
+use strict;
+use warnings;
+
+use FindBin;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $ROOT = "$FindBin::Bin/..";
+my $APPLY = ($ENV{DSTACK_BIN} ? "$ENV{DSTACK_BIN}/../tests" : "$ROOT/build/tests")
+            . '/wg-apply';
+my $OUT = "$ROOT/build/vm";
+my $TIMEOUT = 300;      # seconds for the whole boot; about 30 are usual
+
+my $QEMU = 'qemu-system-x86_64';
+plan skip_all => "$QEMU cannot run here (make deps installs qemu-system-x86)"
+    if system("$QEMU -version >/dev/null 2>&1") != 0;
+BAIL_OUT("$APPLY is missing: run make first") unless -x $APPLY;
+
+my $build = `'$ROOT/tests/vm/build.sh' '$OUT' '$APPLY' 2>&1`;
+is($?, 0, 'the VM builds') or BAIL_OUT("tests/vm/build.sh failed:\n$build");
+note($build);
+
+my @kvm = -w '/dev/kvm' ? ('-enable-kvm', '-cpu', 'host') : ('-cpu', 'max');
+my $log = "$OUT/console.log";
+my $t0 = time;
+my $status = system('timeout', '--kill-after=10', $TIMEOUT, $QEMU, @kvm,
+    '-m', '512', '-nographic', '-no-reboot', '-monitor', 'none',
+    '-kernel', "$OUT/vmlinuz", '-initrd', "$OUT/initrd.gz",
+    '-append', 'console=ttyS0 panic=-1 quiet',
+    '-serial', "file:$log");
+my $boot = time - $t0;
+isnt($status >> 8, 124, "the VM powers off within ${TIMEOUT}s");
+note(sprintf 'VM ran for %.1f s', $boot);
+
+open my $fh, '<', $log or BAIL_OUT("$log: $!");
+my @lines = map { s/\r?\n\z//r } <$fh>;
+close $fh;
+
+my ($result, %time, @detail);
+for (@lines) {
+    # firmware escapes may precede the first line
+    if (/\bVM (ok|not ok) \d+ - (.*)$/) {
+        ok($1 eq 'ok', "vm: $2") or diag(join "\n", @detail);
+        @detail = ();
+    } elsif (/^VM #(.*)$/) {
+        push @detail, $1;
+        diag($1);
+    } elsif (/^VM time (\w+)=([\d.]*)$/) {
+        $time{$1} = $2;
+    } elsif (/^VM RESULT: (.*)$/) {
+        $result = $1;
+    }
+}
+like($result // '', qr/^PASS/, 'the VM reports PASS')
+    or diag("last console lines:\n" . join "\n", @lines[($#lines > 40 ? $#lines - 40 : 0) .. $#lines]);
+
+for my $t (sort keys %time) {
+    note("kernel (qemu TCG): $t $time{$t}");
+}
+ok(length($time{snapshot1000_ms} // ''), 'the 1000-peer snapshot was timed');
+
+done_testing();
