@@ -1,0 +1,30 @@
+/*
+ * A small blocking HTTP client on libcurl, over TCP or a unix socket, for
+ * the admin CLI (and the node role's calls to the server and agent).
+ */
+
+#ifndef CTLD_HTTP_CLIENT_H
+#define CTLD_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+#include "addr.h"
+
+struct http_response {
+    long     status;
+    char    *body;          /* malloc'd, NUL-terminated */
+    size_t   len;
+};
+
+/*
+ * 0 when an answer arrived (whatever its status), -1 with err filled on a
+ * transport failure.  bearer and json_body may be NULL.  A listen address
+ * of 0.0.0.0 or :: is reached on the loopback.
+ */
+int   http_client_request(const struct addr_spec *to, const char *method,
+                          const char *path, const char *bearer,
+                          const char *json_body, long timeout_s,
+                          struct http_response *out, char *err, size_t errsz);
+void  http_response_free(struct http_response *resp);
+
+#endif

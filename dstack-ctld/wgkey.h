@@ -1,0 +1,15 @@
+/*
+ * WireGuard identity: an X25519 private key kept in a 0600 file in the
+ * format of `wg genkey` (base64 and a newline), so wg(8) can read it too.
+ */
+
+#ifndef CTLD_WGKEY_H
+#define CTLD_WGKEY_H
+
+#include "util.h"
+#include "validate.h"
+
+/* loads the key at path, creating it first when missing; gives the public key */
+int  wgkey_load_or_create(const char *path, char pub_b64[WG_KEY_B64_LEN + 1]);
+
+#endif
