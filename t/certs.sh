@@ -7,14 +7,14 @@
 #   OUTDIR/ca.crt              its certificate, what peers trust
 #   OUTDIR/app-{a,b,c}.key     leaf keys of three apps, PKCS#8 P-256
 #   OUTDIR/app-{a,b,c}.crt     leaf followed by the CA (ssl_certificate)
-#   OUTDIR/app-{a,b,c}.leaf.crt   the leaf alone
-#   OUTDIR/other-ca/, other-ca.crt, other.{key,crt,leaf.crt}
+#   OUTDIR/other-ca/, other-ca.crt, other.{key,crt}
 #                              app-a's app id under a second, untrusted CA
 #   OUTDIR/noext.{key,crt}     signed by the test CA, no app_id extension
 #   OUTDIR/badext.{key,crt}    signed by the test CA, malformed app_id
 #   OUTDIR/gateway.{key,crt}   signed by the test CA for *.gw.test, no app_id
 #
-# Every leaf: alt name localhost, serverAuth and clientAuth.  Re-running
+# Every leaf: alt name localhost, serverAuth and clientAuth, fetched with
+# tools/dstack-tls-key as a CVM fetches its own.  Re-running
 # reissues every leaf and keeps the CAs.  The simulator is looked for in
 # $DSTACK_BIN (default build/bin next to this script).
 
@@ -28,6 +28,7 @@ fi
 out=$1
 bin=${DSTACK_BIN:-$(dirname "$0")/../build/bin}
 sim=$bin/dstack-agent-sim
+tls_key=$(dirname "$0")/../tools/dstack-tls-key
 
 [ -x "$sim" ] || { echo "$0: $sim not found: run make first" >&2; exit 1; }
 
@@ -50,8 +51,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-request='{"alt_names":["localhost"],"usage_server_auth":true,"usage_client_auth":true}'
-
 # start NAME APP_ID CA_DIR: one simulated CVM, logging to $work/NAME.log
 start() {
     "$sim" --socket "$work/$1.sock" --ca-dir "$3" --app-id "$2" \
@@ -71,29 +70,12 @@ wait_ready() {
     return 1
 }
 
-# fetch NAME FILE_PREFIX: GetTlsKey from simulator NAME into
-# FILE_PREFIX.key, .crt (leaf and CA) and .leaf.crt
+# fetch NAME FILE_PREFIX: GetTlsKey from simulator NAME, the way a CVM gets
+# its key, into FILE_PREFIX.key and FILE_PREFIX.crt (leaf, then CA)
 fetch() {
-    curl -sS --fail-with-body --max-time 10 --unix-socket "$work/$1.sock" \
-        -H 'Content-Type: application/json' -d "$request" \
-        http://dstack/GetTlsKey > "$work/$1.json"
-
-    perl -MJSON::PP -e '
-        my ($json, $prefix) = @ARGV;
-        open(my $in, "<", $json) or die "$json: $!";
-        my $r = decode_json(do { local $/; <$in> });
-        my @chain = @{ $r->{certificate_chain} };
-        die "$json: expected leaf and CA\n" unless @chain == 2;
-        my %files = (".key" => $r->{key}, ".crt" => join("", @chain),
-                     ".leaf.crt" => $chain[0]);
-        for my $ext (keys %files) {
-            my $path = "$prefix$ext";
-            open(my $fh, ">", "$path.tmp") or die "$path: $!";
-            chmod($ext eq ".key" ? 0600 : 0644, $fh) or die "$path: $!";
-            print $fh $files{$ext};
-            close($fh) or die "$path: $!";
-            rename("$path.tmp", $path) or die "$path: $!";
-        }' "$work/$1.json" "$2"
+    "$tls_key" "$work/$1.sock" "$work/$1.tls" localhost
+    mv "$work/$1.tls/key.pem" "$2.key"
+    mv "$work/$1.tls/cert.pem" "$2.crt"
 }
 
 # simulators for one CA directory start together, as CVMs booting at once
