@@ -39,5 +39,11 @@ test: deps
 	t/certs.sh $(TEST_CERTS)
 	$(TEST_ENV) prove -It/lib $(PROVE_FLAGS) $(UNIT_TESTS) tests/*.t t/*.t
 
+# Side-by-side ratios against the plain-nginx baseline (bench/README.md);
+# not part of make test.
+.PHONY: bench
+bench: deps
+	bench/run
+
 clean:
 	rm -rf $(BUILD) t/servroot

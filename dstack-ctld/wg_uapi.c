@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hex.h"
 #include "wg_backend.h"
 
 #define UAPI_DIR        "/var/run/wireguard"
@@ -262,22 +263,6 @@ parse_u64(const char *s, uint64_t max, uint64_t *out)
     }
     *out = v;
     return true;
-}
-
-
-static int
-hex_digit(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
 }
 
 
