@@ -46,7 +46,8 @@ HTTP
 done_testing();
 
 
+# nginx snippets have a server block; the daemon's files are name = value
 sub is_http_snippet {
     my ($path) = @_;
-    return read_file($path) =~ /^\s*(server|map|log_format)\b/m;
+    return read_file($path) =~ /^\s*server\s*\{/m;
 }
