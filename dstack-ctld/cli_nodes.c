@@ -146,8 +146,8 @@ cli_nodes(int argc, char **argv)
 
     if (strcmp(pos[0], "list") == 0) {
         snprintf(path, sizeof(path), "/api/v1/nodes");
-        rc = http_client_request(&srv->listen, "GET", path, token, NULL, 30,
-                                 &resp, err, sizeof(err));
+        rc = http_client_request(&srv->listen, "GET", path, token, NULL, NULL,
+                                 30, &resp, err, sizeof(err));
     } else {
         char sel[DNS_LABEL_MAX + 1];
 
@@ -158,8 +158,8 @@ cli_nodes(int argc, char **argv)
             goto done;
         }
         snprintf(path, sizeof(path), "/api/v1/nodes/%s", sel);
-        rc = http_client_request(&srv->listen, "DELETE", path, token, NULL, 30,
-                                 &resp, err, sizeof(err));
+        rc = http_client_request(&srv->listen, "DELETE", path, token, NULL,
+                                 NULL, 30, &resp, err, sizeof(err));
     }
     OPENSSL_cleanse(token, sizeof(token));
     if (rc != 0) {

@@ -11,6 +11,29 @@
 /* answers above this are cut: nothing the server sends is near it */
 #define RESPONSE_MAX  (64u << 20)
 
+static const volatile sig_atomic_t  *cancel_flag;
+
+
+void
+http_client_set_cancel(const volatile sig_atomic_t *flag)
+{
+    cancel_flag = flag;
+}
+
+
+/* libcurl calls this about once a second even while nothing moves */
+static int
+on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+            curl_off_t ulnow)
+{
+    (void) arg;
+    (void) dltotal;
+    (void) dlnow;
+    (void) ultotal;
+    (void) ulnow;
+    return *cancel_flag != 0;
+}
+
 
 static size_t
 on_data(char *data, size_t size, size_t n, void *arg)
@@ -37,8 +60,9 @@ on_data(char *data, size_t size, size_t n, void *arg)
 int
 http_client_request(const struct addr_spec *to, const char *method,
                     const char *path, const char *bearer,
-                    const char *json_body, long timeout_s,
-                    struct http_response *out, char *err, size_t errsz)
+                    const char *const *extra, const char *json_body,
+                    long timeout_s, struct http_response *out, char *err,
+                    size_t errsz)
 {
     CURL               *curl;
     CURLcode            rc;
@@ -71,6 +95,9 @@ http_client_request(const struct addr_spec *to, const char *method,
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer);
         headers = curl_slist_append(headers, auth);
     }
+    for (; extra != NULL && *extra != NULL; extra++) {
+        headers = curl_slist_append(headers, *extra);
+    }
     if (json_body != NULL) {
         headers = curl_slist_append(headers, "Content-Type: application/json");
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, json_body);
@@ -83,6 +110,10 @@ http_client_request(const struct addr_spec *to, const char *method,
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout_s);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http");
+    if (cancel_flag != NULL) {
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    }
 
     rc = curl_easy_perform(curl);
     if (rc == CURLE_OK) {

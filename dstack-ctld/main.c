@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 
 #include "cli.h"
+#include "node.h"
 #include "server.h"
 
 #define CTLD_VERSION  "0.1.0"
@@ -21,6 +22,7 @@ struct command {
 
 static const struct command  commands[] = {
     { "server", server_main, "run the VPC server (registry, keys, addresses, peers)" },
+    { "node",   node_main,   "join this CVM to the VPC and drive its WireGuard (or --hub)" },
     { "nodes",  cli_nodes,   "list or remove nodes of a running server (admin)" },
 };
 

@@ -186,7 +186,7 @@ server_run(struct server *srv)
     lock_fd = lock_data_dir(srv);
     if (lock_fd < 0 || load_shared_key(srv) != 0 || load_admin_token(srv) != 0
         || data_path(srv, "wg.key", path, sizeof(path)) != 0
-        || wgkey_load_or_create(path, srv->reg.hub_public_key) != 0
+        || wgkey_load_or_create(path, NULL, srv->reg.hub_public_key) != 0
         || data_path(srv, "ctld.db", path, sizeof(path)) != 0)
     {
         return 1;

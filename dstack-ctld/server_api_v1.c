@@ -264,14 +264,21 @@ poll_answer(struct http_req *r, struct poll_state *ps)
     if (db == NULL || db_begin_read(db) != 0) {
         return http_error(r, 500, "storage error");
     }
-    /* checked on every wake-up too: a removed node learns it at once */
-    rc = registry_node_by_token(db, hash, &self);
-    if (rc <= 0) {
-        db_end_read(db);
-        return rc < 0 ? http_error(r, 500, "storage error")
-                      : http_unauthorized_bearer(r, "unknown node token");
+    if (admin_token(r, hash)) {
+        /* the hub (`dstack-ctld node --hub`): every node, and the hub's
+         * own entry, which tells it its address and the pool; no node
+         * has id 0, so nobody is left out */
+        self.id = 0;
+    } else {
+        /* checked on every wake-up too: a removed node learns it at once */
+        rc = registry_node_by_token(db, hash, &self);
+        if (rc <= 0) {
+            db_end_read(db);
+            return rc < 0 ? http_error(r, 500, "storage error")
+                          : http_unauthorized_bearer(r, "unknown node token");
+        }
     }
-    if (r->app_id[0] == '\0') {
+    if (self.id != 0 && r->app_id[0] == '\0') {
         const char *app = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                       "x-dstack-app-id");
         if (app != NULL) {

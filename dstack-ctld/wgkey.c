@@ -50,8 +50,9 @@ key_public(const unsigned char priv[WG_KEY_LEN], unsigned char pub[WG_KEY_LEN])
 }
 
 
-int
-wgkey_load_or_create(const char *path, char pub_b64[WG_KEY_B64_LEN + 1])
+static int
+key_load(const char *path, bool create, unsigned char priv_out[WG_KEY_LEN],
+         char pub_b64[WG_KEY_B64_LEN + 1])
 {
     char           text[128];
     unsigned char  priv[WG_KEY_LEN], pub[WG_KEY_LEN];
@@ -61,7 +62,10 @@ wgkey_load_or_create(const char *path, char pub_b64[WG_KEY_B64_LEN + 1])
     int            rc = -1;
 
     n = file_read_small(path, text, sizeof(text));
-    if (n < 0 && errno == ENOENT) {
+    if (n < 0 && errno == ENOENT && !create) {
+        return -1;
+
+    } else if (n < 0 && errno == ENOENT) {
         if (key_generate(priv) != 0) {
             log_error("cannot generate an X25519 key");
             return -1;
@@ -98,10 +102,29 @@ wgkey_load_or_create(const char *path, char pub_b64[WG_KEY_B64_LEN + 1])
         goto done;
     }
     b64_encode(pub, WG_KEY_LEN, pub_b64);
+    if (priv_out != NULL) {
+        memcpy(priv_out, priv, WG_KEY_LEN);
+    }
     rc = 0;
 
 done:
     OPENSSL_cleanse(priv, sizeof(priv));
     OPENSSL_cleanse(text, sizeof(text));
     return rc;
+}
+
+
+int
+wgkey_load_or_create(const char *path, unsigned char priv[WG_KEY_LEN],
+                     char pub_b64[WG_KEY_B64_LEN + 1])
+{
+    return key_load(path, true, priv, pub_b64);
+}
+
+
+int
+wgkey_load(const char *path, unsigned char priv[WG_KEY_LEN],
+           char pub_b64[WG_KEY_B64_LEN + 1])
+{
+    return key_load(path, false, priv, pub_b64);
 }

@@ -9,7 +9,15 @@
 #include "util.h"
 #include "validate.h"
 
-/* loads the key at path, creating it first when missing; gives the public key */
-int  wgkey_load_or_create(const char *path, char pub_b64[WG_KEY_B64_LEN + 1]);
+/*
+ * Loads the key at path, creating it first when missing; gives the public
+ * key, and the private key too when priv is not NULL (cleanse it after use).
+ */
+int  wgkey_load_or_create(const char *path, unsigned char priv[WG_KEY_LEN],
+                          char pub_b64[WG_KEY_B64_LEN + 1]);
+/* the same for a key someone else makes: -1 with errno ENOENT (not
+ * logged) while it does not exist yet */
+int  wgkey_load(const char *path, unsigned char priv[WG_KEY_LEN],
+                char pub_b64[WG_KEY_B64_LEN + 1]);
 
 #endif

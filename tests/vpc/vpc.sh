@@ -1,0 +1,331 @@
+#!/bin/bash
+#
+# vpc.sh up|down|exec: a whole dstack VPC on one machine, for the end-to-end
+# test and the demo.  Each CVM is a network namespace with what a real CVM
+# runs: the guest agent (dstack-agent-sim, all sharing one test KMS CA),
+# nginx with the mesh module (inbound mutual TLS on 443, the outbound entry
+# point on 127.0.0.1:80) and dstack-ctld; a gateway namespace plays the
+# dstack gateway (nginx stream, TLS passthrough by SNI).
+#
+#   namespace  address      role
+#   dv-gw      10.99.0.2    gateway: <app>-443s.gw.dstack.test -> that CVM:443
+#   dv-srv     10.99.0.10   VPC server (dstack-ctld server + hub), app $SRV_APP
+#   dv-n1..3   10.99.0.11.. nodes, apps $N1_APP.., WireGuard on udp 51820
+#
+# WireGuard is wireguard-go, whose control sockets all live in the one
+# /var/run/wireguard the namespaces share, so each CVM names its interface
+# after itself: wg-srv (the hub), wg-n1, wg-n2...
+# The namespaces hang off a bridge in a namespace of their own (dv-lan), so
+# nothing is added to the host's network.  Node endpoints: NODE_ENDPOINTS
+# lists the nodes that advertise "<address>:51820" (default n1 n2: they talk
+# directly; n3 goes through the hub, as a CVM without a mapped UDP port).
+#
+# Environment: DV_DIR (state, default /tmp/dv), DSTACK_BIN (build/bin),
+# NGINX (/usr/sbin/nginx), NGX_MODULES (the two .so files), NODES (n1 n2 n3).
+#
+#   vpc.sh up                  start everything, wait until every node joined
+#   vpc.sh down                stop and remove everything (also after a failure)
+#   vpc.sh exec CVM CMD...     run CMD inside CVM's namespace
+#   vpc.sh node-start NAME     (re)start one node's dstack-ctld
+#   vpc.sh node-stop NAME      stop it (SIGTERM; its WireGuard stays)
+#   vpc.sh server-kill         SIGKILL the server's dstack-ctld
+#   vpc.sh server-start        start it again
+
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+DV_DIR=${DV_DIR:-/tmp/dv}
+DSTACK_BIN=${DSTACK_BIN:-$root/build/bin}
+NGINX=${NGINX:-/usr/sbin/nginx}
+NGX_MODULES=${NGX_MODULES:-/usr/lib/nginx/modules/ngx_stream_module.so $root/build/nginx/ngx_http_dstack_mesh_module.so}
+NODES=${NODES:-n1 n2 n3}
+NODE_ENDPOINTS=${NODE_ENDPOINTS:-n1 n2}
+
+DOMAIN=gw.dstack.test
+LAN=10.99.0
+SRV_APP=5e7e000000000000000000000000000000000001
+
+declare -A IP=([gw]=$LAN.2 [srv]=$LAN.10 [n1]=$LAN.11 [n2]=$LAN.12 [n3]=$LAN.13
+               [n4]=$LAN.14)
+declare -A APP=([srv]=$SRV_APP
+                [n1]=aaaa000000000000000000000000000000000011
+                [n2]=aaaa000000000000000000000000000000000012
+                [n3]=aaaa000000000000000000000000000000000013
+                [n4]=aaaa000000000000000000000000000000000014)
+declare -A TYPE=([n1]=worker [n2]=worker [n3]=db [n4]=worker)
+
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "vpc.sh: $*"; exit 1; }
+
+ns() { local cvm=$1; shift; ip netns exec "dv-$cvm" "$@"; }
+
+# waits up to $2 seconds (default 20) for command $1 to succeed
+wait_for() {
+    local what=$1 seconds=${2:-20} i
+    for ((i = 0; i < seconds * 10; i++)); do
+        eval "$what" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "timed out waiting for: $what"
+}
+
+
+net_up() {
+    local cvm
+    ip netns add dv-lan
+    ip -n dv-lan link add br0 type bridge
+    ip -n dv-lan link set br0 up
+    ip -n dv-lan link set lo up
+
+    for cvm in gw srv $NODES; do
+        cvm_net "$cvm"
+    done
+}
+
+cvm_net() {
+    local cvm=$1
+    ip netns add "dv-$cvm"
+    ip link add "dv-$cvm" netns dv-lan type veth peer name eth0 netns "dv-$cvm"
+    ip -n dv-lan link set "dv-$cvm" master br0 up
+    ip -n "dv-$cvm" addr add "${IP[$cvm]}/24" dev eth0
+    ip -n "dv-$cvm" link set eth0 up
+    ip -n "dv-$cvm" link set lo up
+    # names under dstack.internal come from the node's hosts block, which
+    # "ip netns exec" shows each process of the namespace as /etc/hosts
+    mkdir -p "/etc/netns/dv-$cvm"
+    printf '127.0.0.1 localhost\n%s %s\n' "${IP[$cvm]}" "$cvm" \
+        > "/etc/netns/dv-$cvm/hosts"
+}
+
+
+# the guest agent of one CVM, and its RA-TLS key and chain
+agent_up() {
+    local cvm=$1 dir=$DV_DIR/$1
+    mkdir -p "$dir"
+    ns "$cvm" "$DSTACK_BIN/dstack-agent-sim" --socket "$dir/dstack.sock" \
+        --ca-dir "$DV_DIR/kms-ca" --app-id "${APP[$cvm]}" --app-name "$cvm" \
+        2>>"$dir/agent.log" &
+    echo $! > "$dir/agent.pid"
+    wait_for "[ -S $dir/dstack.sock ]"
+    "$root/tools/dstack-tls-key" "$dir/dstack.sock" "$dir/tls" "$cvm"
+}
+
+
+gateway_up() {
+    local dir=$DV_DIR/gw cvm map=""
+    mkdir -p "$dir"
+    for cvm in srv $NODES; do
+        map+="        ${APP[$cvm]}-443s.$DOMAIN ${IP[$cvm]}:443;"$'\n'
+    done
+
+    cat > "$dir/nginx.conf" <<EOF
+$(load_modules)
+pid $dir/nginx.pid;
+error_log $dir/error.log info;
+events {}
+stream {
+    map_hash_bucket_size 128;
+    map \$ssl_preread_server_name \$cvm {
+$map        default 127.0.0.1:1;
+    }
+    server {
+        listen ${IP[gw]}:443;
+        ssl_preread on;
+        proxy_pass \$cvm;
+    }
+}
+EOF
+    ns gw "$NGINX" -p "$dir" -c "$dir/nginx.conf"
+}
+
+
+# nginx of one CVM: the inbound mesh in front of $2 (the local service), the
+# outbound entry point on 127.0.0.1:80, and a backend on :8080 that says who
+# called (reachable over WireGuard too)
+cvm_nginx_up() {
+    local cvm=$1 service=$2 dir=$DV_DIR/$1
+    cat > "$dir/nginx.conf" <<EOF
+$(load_modules)
+pid $dir/nginx.pid;
+error_log $dir/error.log info;
+events {}
+http {
+    access_log $dir/access.log;
+    client_body_temp_path $dir;
+    proxy_temp_path $dir;
+    fastcgi_temp_path $dir;
+    uwsgi_temp_path $dir;
+    scgi_temp_path $dir;
+
+    mesh_certificate         $dir/tls/cert.pem;
+    mesh_certificate_key     $dir/tls/key.pem;
+    mesh_trusted_certificate $dir/tls/ca.pem;
+
+    server {
+        listen ${IP[$cvm]}:443 ssl;
+        ssl_certificate        $dir/tls/cert.pem;
+        ssl_certificate_key    $dir/tls/key.pem;
+        ssl_client_certificate $dir/tls/ca.pem;
+        ssl_verify_client on;
+        mesh_auth on;
+
+        location / {
+            proxy_pass http://$service;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:80;
+        mesh_gateway $DOMAIN address=${IP[gw]}:443;
+        mesh_agent_socket $dir/dstack.sock;
+
+        location / {
+            mesh_target \$http_x_dstack_target_app
+                        port=\$http_x_dstack_target_port
+                        instance=\$http_x_dstack_target_instance
+                        tls=\$http_x_dstack_target_use_tls;
+            proxy_read_timeout 330s;
+        }
+    }
+
+    server {
+        listen 8080;
+
+        location / {
+            return 200 "$cvm answers \$request_uri for \${http_x_dstack_app_id}\${remote_addr}\n";
+        }
+    }
+}
+EOF
+    ns "$cvm" "$NGINX" -p "$dir" -c "$dir/nginx.conf"
+}
+
+load_modules() {
+    local m
+    for m in $NGX_MODULES; do
+        echo "load_module $m;"
+    done
+}
+
+
+server_start() {
+    local dir=$DV_DIR/srv
+    ns srv "$DSTACK_BIN/dstack-ctld" server --listen 127.0.0.1:8000 \
+        --data-dir "$dir/data" --wg-endpoint "${IP[srv]}:51820" \
+        --server-app-id "$SRV_APP" --gateway-domain "$DOMAIN" \
+        2>>"$dir/ctld.log" &
+    echo $! > "$dir/ctld.pid"
+    wait_for "ns srv curl -sf http://127.0.0.1:8000/health"
+}
+
+hub_start() {
+    local dir=$DV_DIR/srv
+    ns srv "$DSTACK_BIN/dstack-ctld" node --hub --data-dir "$dir/data" \
+        --server-url http://127.0.0.1:8000 --interface wg-srv \
+        --backend uapi --listen-port 51820 \
+        2>>"$dir/hub.log" &
+    echo $! > "$dir/hub.pid"
+}
+
+node_start() {
+    local cvm=$1 dir=$DV_DIR/$1 endpoint=()
+    case " $NODE_ENDPOINTS " in
+        *" $cvm "*) endpoint=(--endpoint "${IP[$cvm]}:51820") ;;
+    esac
+    ns "$cvm" "$DSTACK_BIN/dstack-ctld" node \
+        --agent-socket "$dir/dstack.sock" \
+        --server-url http://127.0.0.1:80 --server-app-id "$SRV_APP" \
+        --name "$cvm" --node-type "${TYPE[$cvm]}" \
+        --interface "wg-$cvm" --backend uapi --listen-port 51820 \
+        "${endpoint[@]}" --state-dir "$dir/state" \
+        --hosts-file "/etc/netns/dv-$cvm/hosts" \
+        2>>"$dir/ctld.log" &
+    echo $! > "$dir/ctld.pid"
+}
+
+node_stop() {
+    stop_pid "$DV_DIR/$1/ctld.pid" TERM
+}
+
+# a node has joined once its interface carries an address of the VPN
+node_joined() {
+    ns "$1" ip -4 -o addr show dev "wg-$1" 2>/dev/null | grep -q ' 100\.'
+}
+
+
+stop_pid() {
+    local file=$1 sig=${2:-TERM} pid
+    [ -f "$file" ] || return 0
+    pid=$(cat "$file")
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$file"
+}
+
+
+up() {
+    local cvm
+    [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+    down 2>/dev/null || true
+    mkdir -p "$DV_DIR"
+
+    net_up
+    for cvm in srv $NODES; do
+        agent_up "$cvm"
+    done
+
+    gateway_up
+    cvm_nginx_up srv 127.0.0.1:8000
+    for cvm in $NODES; do
+        cvm_nginx_up "$cvm" 127.0.0.1:8080
+    done
+
+    server_start
+    hub_start
+    for cvm in $NODES; do
+        node_start "$cvm"
+    done
+    for cvm in $NODES; do
+        wait_for "node_joined $cvm" 60
+    done
+}
+
+
+down() {
+    local cvm pidfile
+    for pidfile in "$DV_DIR"/*/*.pid; do
+        [ -e "$pidfile" ] || continue
+        case $pidfile in
+            */nginx.pid) stop_pid "$pidfile" QUIT ;;
+            *)           stop_pid "$pidfile" TERM ;;
+        esac
+    done
+    # wireguard-go exits with its TUN device, which goes with the namespace
+    for cvm in gw srv n1 n2 n3 n4 lan; do
+        ip netns pids "dv-$cvm" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+        ip netns del "dv-$cvm" 2>/dev/null || true
+        rm -rf "/etc/netns/dv-$cvm"
+    done
+    rm -rf "$DV_DIR"
+}
+
+
+case ${1:-} in
+    up)            up ;;
+    down)          down ;;
+    exec)          shift; ns "$@" ;;
+    node-start)    node_start "$2"; wait_for "node_joined $2" 60 ;;
+    node-stop)     node_stop "$2" ;;
+    node-add)      cvm_net "$2"; agent_up "$2"; cvm_nginx_up "$2" 127.0.0.1:8080
+                   node_start "$2"; wait_for "node_joined $2" 60 ;;
+    server-kill)   stop_pid "$DV_DIR/srv/ctld.pid" KILL ;;
+    server-start)  server_start ;;
+    *)             sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+esac
