@@ -79,7 +79,8 @@ printf "goals: %d of %d met%s\n", $goals - @missed, $goals,
     @missed ? '; not met: ' . join('; ', @missed) : '';
 
 my $settings = join(', ', map { "$_=" . ($ENV{$_} // '?') }
-    qw(BENCH_ROUNDS BENCH_SECONDS BENCH_WARMUP BENCH_CONCURRENCY));
+    qw(BENCH_ROUNDS BENCH_SECONDS BENCH_WARMUP BENCH_CONCURRENCY),
+    sort grep { /^BENCH_(CTLD|NODE)_/ } keys %ENV);
 
 open(my $md, '>', $md_path) or die "$md_path: $!\n";
 print $md <<"MD";
@@ -98,7 +99,7 @@ comparison runs and how it is measured.
 latency); it is the median of the per-round ratios, `spread` their
 interquartile range and `range` their min-max.  `baseline` and `ours` are
 the medians of the per-round values.  The CPU figures are utime+stime of the
-server processes per request.
+server processes per request (per poller for the dstack-ctld fan-out).
 
 | @{[ join(' | ', @head) ]} |
 | @{[ join(' | ', map { $left{$_} ? '---' : '---:' } 0 .. $#head) ]} |

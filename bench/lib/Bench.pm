@@ -16,8 +16,8 @@ use JSON::PP;
 use POSIX qw(WNOHANG _exit);
 use Time::HiRes qw(sleep time);
 
-our @EXPORT_OK = qw(setting workdir spawn nginx wait_ready loadgen rounds
-                    metric compare_runs);
+our @EXPORT_OK = qw(setting workdir spawn stop nginx wait_ready loadgen
+                    rounds metric compare_runs);
 
 our $ROOT = do {
     require Cwd;
@@ -72,6 +72,22 @@ sub spawn {
     }
     push @procs, { pid => $pid, name => $name };
     return $pid;
+}
+
+# stop(PID): SIGTERM to a process spawn() started, SIGKILL after 10 s
+sub stop {
+    my ($pid) = @_;
+    kill('TERM', $pid);
+    my $deadline = time() + 10;
+    while (waitpid($pid, WNOHANG) == 0) {
+        if (time() > $deadline) {
+            kill('KILL', $pid);
+            waitpid($pid, 0);
+            last;
+        }
+        sleep(0.02);
+    }
+    @procs = grep { $_->{pid} != $pid } @procs;
 }
 
 sub log_tail {
