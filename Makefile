@@ -3,6 +3,7 @@
 #   make deps    install the Debian packages every target needs
 #   make         build everything into build/
 #   make test    build, then run every test (one summary line at the end)
+#   make demo    a local VPC in network namespaces, step by step (ONCE=1: then exit)
 
 SHELL       := /bin/bash
 ROOT        := $(CURDIR)
@@ -16,7 +17,7 @@ C11         := -std=c11 -D_GNU_SOURCE $(WARN) -Icommon
 
 OPENSSL_LIBS := -lssl -lcrypto
 
-.PHONY: all deps test clean
+.PHONY: all deps test clean demo
 all:
 
 include mk/deps.mk
@@ -38,6 +39,12 @@ test: deps
 	$(MAKE) fuzz
 	t/certs.sh $(TEST_CERTS)
 	$(TEST_ENV) prove -It/lib $(PROVE_FLAGS) $(UNIT_TESTS) tests/*.t t/*.t
+
+# The main job: a local VPC, told step by step (tests/vpc/demo.sh); runs
+# until Ctrl-C, or ONCE=1 to tear down and exit with the result.
+demo: deps
+	$(MAKE) all
+	ONCE=$(ONCE) DSTACK_BIN=$(BIN) tests/vpc/demo.sh
 
 # Side-by-side ratios against the plain-nginx baseline (bench/README.md);
 # not part of make test.

@@ -21,9 +21,14 @@
 # directly; n3 goes through the hub, as a CVM without a mapped UDP port).
 #
 # Environment: DV_DIR (state, default /tmp/dv), DSTACK_BIN (build/bin),
-# NGINX (/usr/sbin/nginx), NGX_MODULES (the two .so files), NODES (n1 n2 n3).
+# NGINX (/usr/sbin/nginx), NGX_MODULES (the two .so files), NODES (n1 n2 n3),
+# DV_PREFIX (namespace names, default dv: dv-gw, dv-srv...) and DV_WG (the
+# WireGuard interfaces' prefix: wg for dv, else <DV_PREFIX>wg), so that two
+# VPCs (the test and the demo) can run side by side with their own DV_DIR.
 #
 #   vpc.sh up                  start everything, wait until every node joined
+#   vpc.sh base-up             only the namespaces, the agents and the gateway
+#                              (for tests that bring their own CVM software)
 #   vpc.sh down                stop and remove everything (also after a failure)
 #   vpc.sh exec CVM CMD...     run CMD inside CVM's namespace
 #   vpc.sh node-start NAME     (re)start one node's dstack-ctld
@@ -42,6 +47,8 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 NGX_MODULES=${NGX_MODULES:-/usr/lib/nginx/modules/ngx_stream_module.so $root/build/nginx/ngx_http_dstack_mesh_module.so}
 NODES=${NODES:-n1 n2 n3}
 NODE_ENDPOINTS=${NODE_ENDPOINTS:-n1 n2}
+P=${DV_PREFIX:-dv}
+if [ "$P" = dv ]; then WGP=${DV_WG:-wg}; else WGP=${DV_WG:-${P}wg}; fi
 
 DOMAIN=gw.dstack.test
 LAN=10.99.0
@@ -60,7 +67,7 @@ declare -A TYPE=([n1]=worker [n2]=worker [n3]=db [n4]=worker)
 log() { printf '%s\n' "$*" >&2; }
 die() { log "vpc.sh: $*"; exit 1; }
 
-ns() { local cvm=$1; shift; ip netns exec "dv-$cvm" "$@"; }
+ns() { local cvm=$1; shift; ip netns exec "$P-$cvm" "$@"; }
 
 # waits up to $2 seconds (default 20) for command $1 to succeed
 wait_for() {
@@ -75,10 +82,10 @@ wait_for() {
 
 net_up() {
     local cvm
-    ip netns add dv-lan
-    ip -n dv-lan link add br0 type bridge
-    ip -n dv-lan link set br0 up
-    ip -n dv-lan link set lo up
+    ip netns add "$P-lan"
+    ip -n "$P-lan" link add br0 type bridge
+    ip -n "$P-lan" link set br0 up
+    ip -n "$P-lan" link set lo up
 
     for cvm in gw srv $NODES; do
         cvm_net "$cvm"
@@ -87,17 +94,17 @@ net_up() {
 
 cvm_net() {
     local cvm=$1
-    ip netns add "dv-$cvm"
-    ip link add "dv-$cvm" netns dv-lan type veth peer name eth0 netns "dv-$cvm"
-    ip -n dv-lan link set "dv-$cvm" master br0 up
-    ip -n "dv-$cvm" addr add "${IP[$cvm]}/24" dev eth0
-    ip -n "dv-$cvm" link set eth0 up
-    ip -n "dv-$cvm" link set lo up
+    ip netns add "$P-$cvm"
+    ip link add "$P-$cvm" netns "$P-lan" type veth peer name eth0 netns "$P-$cvm"
+    ip -n "$P-lan" link set "$P-$cvm" master br0 up
+    ip -n "$P-$cvm" addr add "${IP[$cvm]}/24" dev eth0
+    ip -n "$P-$cvm" link set eth0 up
+    ip -n "$P-$cvm" link set lo up
     # names under dstack.internal come from the node's hosts block, which
     # "ip netns exec" shows each process of the namespace as /etc/hosts
-    mkdir -p "/etc/netns/dv-$cvm"
+    mkdir -p "/etc/netns/$P-$cvm"
     printf '127.0.0.1 localhost\n%s %s\n' "${IP[$cvm]}" "$cvm" \
-        > "/etc/netns/dv-$cvm/hosts"
+        > "/etc/netns/$P-$cvm/hosts"
 }
 
 
@@ -224,7 +231,7 @@ server_start() {
 hub_start() {
     local dir=$DV_DIR/srv
     ns srv "$DSTACK_BIN/dstack-ctld" node --hub --data-dir "$dir/data" \
-        --server-url http://127.0.0.1:8000 --interface wg-srv \
+        --server-url http://127.0.0.1:8000 --interface "$WGP-srv" \
         --backend uapi --listen-port 51820 \
         2>>"$dir/hub.log" &
     echo $! > "$dir/hub.pid"
@@ -239,9 +246,9 @@ node_start() {
         --agent-socket "$dir/dstack.sock" \
         --server-url http://127.0.0.1:80 --server-app-id "$SRV_APP" \
         --name "$cvm" --node-type "${TYPE[$cvm]}" \
-        --interface "wg-$cvm" --backend uapi --listen-port 51820 \
+        --interface "$WGP-$cvm" --backend uapi --listen-port 51820 \
         "${endpoint[@]}" --state-dir "$dir/state" \
-        --hosts-file "/etc/netns/dv-$cvm/hosts" \
+        --hosts-file "/etc/netns/$P-$cvm/hosts" \
         2>>"$dir/ctld.log" &
     echo $! > "$dir/ctld.pid"
 }
@@ -252,7 +259,7 @@ node_stop() {
 
 # a node has joined once its interface carries an address of the VPN
 node_joined() {
-    ns "$1" ip -4 -o addr show dev "wg-$1" 2>/dev/null | grep -q ' 100\.'
+    ns "$1" ip -4 -o addr show dev "$WGP-$1" 2>/dev/null | grep -q ' 100\.'
 }
 
 
@@ -270,7 +277,7 @@ stop_pid() {
 }
 
 
-up() {
+base_up() {
     local cvm
     [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
     down 2>/dev/null || true
@@ -282,6 +289,11 @@ up() {
     done
 
     gateway_up
+}
+
+up() {
+    local cvm
+    base_up
     cvm_nginx_up srv 127.0.0.1:8000
     for cvm in $NODES; do
         cvm_nginx_up "$cvm" 127.0.0.1:8080
@@ -303,15 +315,15 @@ down() {
     for pidfile in "$DV_DIR"/*/*.pid; do
         [ -e "$pidfile" ] || continue
         case $pidfile in
-            */nginx.pid) stop_pid "$pidfile" QUIT ;;
+            */nginx.pid) stop_pid "$pidfile" TERM ;;
             *)           stop_pid "$pidfile" TERM ;;
         esac
     done
     # wireguard-go exits with its TUN device, which goes with the namespace
     for cvm in gw srv n1 n2 n3 n4 lan; do
-        ip netns pids "dv-$cvm" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
-        ip netns del "dv-$cvm" 2>/dev/null || true
-        rm -rf "/etc/netns/dv-$cvm"
+        ip netns pids "$P-$cvm" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+        ip netns del "$P-$cvm" 2>/dev/null || true
+        rm -rf "/etc/netns/$P-$cvm"
     done
     rm -rf "$DV_DIR"
 }
@@ -319,6 +331,7 @@ down() {
 
 case ${1:-} in
     up)            up ;;
+    base-up)       base_up ;;
     down)          down ;;
     exec)          shift; ns "$@" ;;
     node-start)    node_start "$2"; wait_for "node_joined $2" 60 ;;

@@ -1,0 +1,180 @@
+# The container's entrypoint (docker/entrypoint.sh) run directly, without
+# Docker: a server-role and a node-role instance, each in a network namespace
+# of tests/vpc/vpc.sh (base-up: namespaces, guest-agent simulators and the
+# gateway, none of the CVM software), configured by environment variables
+# alone.  Then the misconfigurations that must stop it at once.
+
+use strict;
+use warnings;
+
+use Test::More;
+use Cwd qw(getcwd);
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(time sleep);
+
+my $root = getcwd();
+my $bin = $ENV{DSTACK_BIN} // "$root/build/bin";
+my $entry = "$root/docker/entrypoint.sh";
+my $vpc = "$root/tests/vpc/vpc.sh";
+my $module = "$root/build/nginx/ngx_http_dstack_mesh_module.so";
+my $SRV = '5e7e000000000000000000000000000000000001';
+my $dir = '/tmp/de-test';
+
+# --- lint: every shell script of the deployment
+
+SKIP: {
+    skip 'no shellcheck', 1 unless -x '/usr/bin/shellcheck';
+    my $out = qx{shellcheck docker/*.sh tests/vpc/*.sh tools/dstack-tls-key 2>&1};
+    is($out, '', 'shellcheck finds nothing in docker/, tests/vpc/, dstack-tls-key');
+}
+
+# --- misconfigurations, no namespaces needed
+
+my %base = (PATH => "$bin:$ENV{PATH}", DSTACK_TLS_KEY => "$root/tools/dstack-tls-key",
+            NGX_MODULES => $module);
+
+sub fails {
+    my ($env, $re, $name) = @_;
+    my $t0 = time;
+    my $cmd = join(' ', 'env -i', map({ "$_='$env->{$_}'" } sort keys %$env),
+                   "bash $entry 2>&1 </dev/null");
+    my $out = qx{$cmd};
+    my $status = $? >> 8;
+    ok($status == 1 && time - $t0 < 10, "$name: exit 1 at once")
+        or diag("status $status: $out");
+    like($out, $re, "$name: the message says why");
+}
+
+fails({ %base, DSTACK_AGENT_SOCKET => "$dir-none/dstack.sock",
+        DSTACK_GATEWAY_DOMAIN => 'gw.dstack.test', DSTACK_VPC_CONFIG_DIR => "$dir-none/etc" },
+      qr/DSTACK_AGENT_SOCKET: \Q$dir-none\E\/dstack\.sock is not a socket/,
+      'no agent socket');
+fails({ %base, VPC_SERVER_ENABLED => 'true', DSTACK_GATEWAY_DOMAIN => 'gw.dstack.test' },
+      qr/VPC_WG_ENDPOINT is required/, 'server without VPC_WG_ENDPOINT');
+fails({ %base, VPC_SERVER_ENABLED => 'perhaps' },
+      qr/VPC_SERVER_ENABLED: "perhaps" is not a boolean/, 'a bad VPC_SERVER_ENABLED');
+fails({ %base, VPC_SERVER_APP_ID => 'xyz' },
+      qr/VPC_SERVER_APP_ID: "xyz"/, 'a bad VPC_SERVER_APP_ID');
+
+# --- the real thing, in namespaces
+
+SKIP: {
+    skip 'needs root', 1 if $>;
+    skip 'needs /dev/net/tun', 1 unless -c '/dev/net/tun';
+
+    $ENV{DV_PREFIX} = 'de';
+    $ENV{DV_DIR} = $dir;
+    $ENV{NODES} = 'n1';
+    $ENV{DSTACK_BIN} = $bin;
+    my %pid;
+    END {
+        kill 'KILL', values %pid if %pid;
+        system "bash $vpc down >/dev/null 2>&1" if $ENV{DV_PREFIX};
+        unlink glob '/var/run/wireguard/dewg-*.sock';
+    }
+    system("bash $vpc base-up") == 0 or BAIL_OUT('namespaces did not come up');
+
+    # the agent is there, the gateway domain is not: named
+    fails({ %base, DSTACK_AGENT_SOCKET => "$dir/n1/dstack.sock",
+            DSTACK_VPC_CONFIG_DIR => "$dir/n1/bad" },
+          qr/DSTACK_GATEWAY_DOMAIN is required/, 'no gateway domain');
+
+    my %common = (%base, DSTACK_GATEWAY_DOMAIN => 'gw.dstack.test',
+                  DSTACK_GATEWAY_ADDRESS => '10.99.0.2:443', VPC_WG_BACKEND => 'uapi');
+    $pid{srv} = start('srv', { %common, VPC_SERVER_ENABLED => 'true',
+                               VPC_WG_ENDPOINT => '10.99.0.10:51820',
+                               VPC_WG_INTERFACE => 'dewg-srv' });
+    $pid{n1} = start('n1', { %common, VPC_SERVER_APP_ID => $SRV, VPC_NODE_NAME => 'n1',
+                             VPC_NODE_TYPE => 'worker', VPC_WG_ENDPOINT => '10.99.0.11:51820',
+                             VPC_WG_INTERFACE => 'dewg-n1' });
+
+    my $addr = '';
+    eventually(sub { ($addr) = out('n1', 'ip -4 -o addr show dev dewg-n1') =~ /inet (100\.[\d.]+)\//;
+                     $addr }, 40);
+    like($addr, qr/^100\.(?:12[89]|1[3-8]\d|19[01])\.\d+\.\d+$/,
+         "the node joined from environment variables alone: dewg-n1 has $addr");
+
+    like(out('srv', "$bin/dstack-ctld nodes list --data-dir $dir/srv/data --listen 127.0.0.1:8000"),
+         qr/\bn1\b.*\Q$addr\E/, 'the server lists n1');
+    like(out('n1', "curl -sS --max-time 20 -H 'x-dstack-target-app: $SRV' http://127.0.0.1/api/discover/worker"),
+         qr/"count":1.*n1\.dstack\.internal/s, 'discovery through the mesh finds n1');
+    ok(eventually(sub { out('n1', 'ping -c 1 -W 2 vpc-server.dstack.internal') =~ / 0% packet loss/ }),
+       'n1 pings the hub by name over WireGuard');
+    like(slurp("$dir/srv/entrypoint.log"), qr/role server, app $SRV/, 'the server says its role');
+
+    # supervision: a dead dstack-ctld comes back
+    my ($ctld) = child_pids($pid{n1}, 'dstack-ctld');
+    ok($ctld, "the node's dstack-ctld runs under the entrypoint");
+    kill 'KILL', $ctld if $ctld;
+    ok(eventually(sub { my ($new) = child_pids($pid{n1}, 'dstack-ctld'); $new && $new != $ctld }),
+       'killed, it is started again');
+    like(slurp("$dir/n1/entrypoint.log"), qr/node exited \(status 137\): restarting it/,
+         'and the log says so');
+
+    # SIGTERM goes to every child, the entrypoint exits 0
+    for my $cvm (qw(n1 srv)) {
+        my @kids = child_pids($pid{$cvm});
+        kill 'TERM', $pid{$cvm};
+        my $status = reap($pid{$cvm}, 15);
+        delete $pid{$cvm};
+        is($status, 0, "$cvm: SIGTERM, exit 0");
+        ok(!(grep { kill 0, $_ } @kids), "$cvm: and its children are gone");
+    }
+}
+
+done_testing();
+
+
+sub start {
+    my ($cvm, $env) = @_;
+    my %env = (%$env, DSTACK_AGENT_SOCKET => "$dir/$cvm/dstack.sock",
+               DSTACK_VPC_CONFIG_DIR => "$dir/$cvm/etc", DSTACK_VPC_DATA_DIR => "$dir/$cvm/data",
+               VPC_HOSTS_FILE => "/etc/netns/de-$cvm/hosts");
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDOUT, '>>', "$dir/$cvm/entrypoint.log" or die;
+        open STDERR, '>&', \*STDOUT or die;
+        exec 'ip', 'netns', 'exec', "de-$cvm", 'env', '-i',
+             (map { "$_=$env{$_}" } sort keys %env), 'bash', $entry;
+        die "exec: $!";
+    }
+    return $pid;
+}
+
+sub out {
+    my ($cvm, $cmd) = @_;
+    return scalar qx{ip netns exec de-$cvm $cmd 2>&1};
+}
+
+sub child_pids {
+    my ($pid, $name) = @_;
+    my @pids = split ' ', qx{pgrep -P $pid @{[ $name ? "-x $name" : '' ]}};
+    return @pids;
+}
+
+sub reap {
+    my ($pid, $seconds) = @_;
+    for (1 .. $seconds * 10) {
+        return $? >> 8 if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.1;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    return 'timeout';
+}
+
+sub slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub eventually {
+    my ($check, $seconds) = @_;
+    for (1 .. ($seconds // 10) * 5) {
+        return 1 if $check->();
+        sleep 0.2;
+    }
+    return 0;
+}
