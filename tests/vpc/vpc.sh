@@ -312,12 +312,11 @@ up() {
 
 down() {
     local cvm pidfile
+    # nginx too gets TERM, a fast shutdown: a graceful one waits for the
+    # nodes' long polls to end
     for pidfile in "$DV_DIR"/*/*.pid; do
         [ -e "$pidfile" ] || continue
-        case $pidfile in
-            */nginx.pid) stop_pid "$pidfile" TERM ;;
-            *)           stop_pid "$pidfile" TERM ;;
-        esac
+        stop_pid "$pidfile" TERM
     done
     # wireguard-go exits with its TUN device, which goes with the namespace
     for cvm in gw srv n1 n2 n3 n4 lan; do
