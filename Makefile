@@ -17,7 +17,12 @@ C11         := -std=c11 -D_GNU_SOURCE $(WARN) -Icommon
 
 OPENSSL_LIBS := -lssl -lcrypto
 
-.PHONY: all deps test clean demo
+.PHONY: build all deps test clean demo
+
+# "make": the packages first, then everything
+build: deps
+	$(MAKE) all
+
 all:
 
 include mk/deps.mk
