@@ -63,6 +63,8 @@ static void ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc,
     void *data);
 static int ngx_http_dstack_mesh_verify_pin(int ok, X509_STORE_CTX *store);
 static int ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store);
+static ngx_http_dstack_mesh_session_t *ngx_http_dstack_mesh_session_find(
+    ngx_http_dstack_mesh_main_conf_t *mmcf, ngx_http_dstack_mesh_key_t *key);
 static ngx_http_dstack_mesh_key_t *ngx_http_dstack_mesh_verified_key(
     X509_STORE_CTX *store, ngx_connection_t **c);
 static ngx_uint_t ngx_http_dstack_mesh_key_equal(
@@ -439,7 +441,6 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
 
     SSL                              *ssl;
     X509_STORE                       *store;
-    ngx_queue_t                      *q;
     ngx_connection_t                 *c;
     ngx_http_dstack_mesh_key_t       *key;
     ngx_http_dstack_mesh_session_t   *s;
@@ -484,21 +485,15 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
         goto failed;
     }
 
-    for (q = ngx_queue_head(&pd->mmcf->sessions);
-         q != ngx_queue_sentinel(&pd->mmcf->sessions);
-         q = ngx_queue_next(q))
-    {
-        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
-
-        if (ngx_http_dstack_mesh_key_equal(&s->key, key)) {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
-                           "mesh: offering TLS session for \"%s\"",
-                           key->host);
-            return ngx_ssl_set_session(c, s->session);
-        }
+    s = ngx_http_dstack_mesh_session_find(pd->mmcf, key);
+    if (s == NULL) {
+        return NGX_OK;
     }
 
-    return NGX_OK;
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "mesh: offering TLS session for \"%s\"", key->host);
+
+    return ngx_ssl_set_session(c, s->session);
 
 failed:
 
@@ -522,15 +517,10 @@ ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc, void *data)
         return;
     }
 
-    for (q = ngx_queue_head(&pd->mmcf->sessions);
-         q != ngx_queue_sentinel(&pd->mmcf->sessions);
-         q = ngx_queue_next(q))
-    {
-        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
-
-        if (ngx_http_dstack_mesh_key_equal(&s->key, &pd->ctx->key)) {
-            goto found;
-        }
+    s = ngx_http_dstack_mesh_session_find(pd->mmcf, &pd->ctx->key);
+    if (s) {
+        q = &s->queue;
+        goto found;
     }
 
     if (ngx_queue_empty(&pd->mmcf->sessions_free)) {
@@ -635,6 +625,28 @@ ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store)
                       X509_STORE_CTX_get_error(store)));
 
     return 0;
+}
+
+
+static ngx_http_dstack_mesh_session_t *
+ngx_http_dstack_mesh_session_find(ngx_http_dstack_mesh_main_conf_t *mmcf,
+    ngx_http_dstack_mesh_key_t *key)
+{
+    ngx_queue_t                     *q;
+    ngx_http_dstack_mesh_session_t  *s;
+
+    for (q = ngx_queue_head(&mmcf->sessions);
+         q != ngx_queue_sentinel(&mmcf->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
+
+        if (ngx_http_dstack_mesh_key_equal(&s->key, key)) {
+            return s;
+        }
+    }
+
+    return NULL;
 }
 
 
