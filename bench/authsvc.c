@@ -54,7 +54,7 @@ url_decode(const char *src, char *dst)
     return out - dst;
 }
 
-/* the app_id of the escaped PEM certificate, in hex (RATLS_APP_ID_HEX_MAX + 1 bytes) */
+/* the app_id of the escaped PEM certificate, in hex (APP_ID_HEX_MAX + 1 bytes) */
 static int
 app_id_of(const char *escaped, char *hex)
 {
@@ -103,7 +103,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
         return MHD_YES;
     }
 
-    char hex[RATLS_APP_ID_HEX_MAX + 1];
+    char hex[APP_ID_HEX_MAX + 1];
     const char *escaped = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                       "X-Client-Cert");
     int ok = escaped != NULL && app_id_of(escaped, hex);

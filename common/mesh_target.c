@@ -6,63 +6,24 @@
 #include <string.h>
 #include <strings.h>
 
+#include "app_id.h"
 #include "mesh_target.h"
-
-
-static int
-lower_hex_id(char *out, const char *s, size_t len)
-{
-    size_t  i;
-    char    c;
-
-    if (len == 0 || len > MESH_TARGET_ID_MAX) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        c = s[i];
-
-        if (c >= 'A' && c <= 'F') {
-            c = (char) (c - 'A' + 'a');
-
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return 0;
-        }
-
-        out[i] = c;
-    }
-
-    out[len] = '\0';
-    return 1;
-}
+#include "parse.h"
 
 
 static int
 parse_port(uint16_t *port, const char *s, size_t len)
 {
-    size_t    i;
-    uint32_t  n;
+    uint64_t  n;
 
     if (len == 0) {
         *port = MESH_TARGET_DEFAULT_PORT;
         return 1;
     }
 
-    if (len > 5) {
-        return 0;
-    }
+    /* five digits at most, so "000443" is refused */
 
-    n = 0;
-
-    for (i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return 0;
-        }
-
-        n = n * 10 + (uint32_t) (s[i] - '0');
-    }
-
-    if (n == 0 || n > 65535) {
+    if (len > 5 || !parse_uint(s, len, 65535, &n) || n == 0) {
         return 0;
     }
 
@@ -108,14 +69,16 @@ mesh_target_parse(mesh_target_t *t, const char *app, size_t app_len,
         return MESH_TARGET_NO_APP;
     }
 
-    if (!lower_hex_id(t->app_id, app, app_len)) {
+    if (!app_id_parse(app, app_len, MESH_TARGET_ID_MAX, t->app_id)) {
         return MESH_TARGET_BAD_APP;
     }
 
     if (instance_len == 0) {
         memcpy(t->host_id, t->app_id, app_len + 1);
 
-    } else if (!lower_hex_id(t->host_id, instance, instance_len)) {
+    } else if (!app_id_parse(instance, instance_len, MESH_TARGET_ID_MAX,
+                             t->host_id))
+    {
         return MESH_TARGET_BAD_INSTANCE;
     }
 
@@ -172,9 +135,9 @@ mesh_target_strerror(mesh_target_status_t status)
     case MESH_TARGET_NO_APP:
         return "no target app";
     case MESH_TARGET_BAD_APP:
-        return "target app must be 1 to 56 hex digits";
+        return "target app must be an even number of 2 to 56 hex digits";
     case MESH_TARGET_BAD_INSTANCE:
-        return "target instance must be 1 to 56 hex digits";
+        return "target instance must be an even number of 2 to 56 hex digits";
     case MESH_TARGET_BAD_PORT:
         return "target port must be a number from 1 to 65535";
     case MESH_TARGET_BAD_TLS:

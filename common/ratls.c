@@ -110,7 +110,7 @@ ratls_app_id_hex(X509 *cert, char *hex, size_t *hex_len)
 {
     size_t                i, len;
     ratls_status_t        status;
-    unsigned char         raw[RATLS_APP_ID_MAX];
+    unsigned char         raw[APP_ID_BYTES_MAX];
     static const char     digits[] = "0123456789abcdef";
 
     status = ratls_ext_value(cert, RATLS_OID_APP_ID, raw, sizeof(raw), &len);
@@ -209,28 +209,6 @@ done:
     OPENSSL_free(der);
 
     return ext;
-}
-
-
-int
-ratls_app_id_text_valid(const char *s, size_t len)
-{
-    size_t  i;
-
-    if (len == 0 || len > RATLS_APP_ID_HEX_MAX || len % 2 != 0) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9')
-              || (s[i] >= 'a' && s[i] <= 'f')
-              || (s[i] >= 'A' && s[i] <= 'F')))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <openssl/x509.h>
 
+#include "app_id.h"
+
 
 #define RATLS_OID_TDX_QUOTE      "1.3.6.1.4.1.62397.1.1"
 #define RATLS_OID_EVENT_LOG      "1.3.6.1.4.1.62397.1.2"
@@ -21,10 +23,6 @@
 #define RATLS_OID_CERT_USAGE     "1.3.6.1.4.1.62397.1.4"
 #define RATLS_OID_ATTESTATION    "1.3.6.1.4.1.62397.1.8"
 #define RATLS_OID_APP_INFO       "1.3.6.1.4.1.62397.1.9"
-
-/* app_id is 20 bytes in practice; anything longer than this is refused */
-#define RATLS_APP_ID_MAX         64
-#define RATLS_APP_ID_HEX_MAX     (2 * RATLS_APP_ID_MAX)
 
 #define RATLS_CERT_USAGE_MAX     256
 
@@ -43,7 +41,7 @@ typedef enum {
 
 /*
  * The app_id as lowercase hex, NUL-terminated, in "hex" which must hold
- * RATLS_APP_ID_HEX_MAX + 1 bytes; *hex_len receives the length without NUL.
+ * APP_ID_HEX_MAX + 1 bytes; *hex_len receives the length without NUL.
  */
 ratls_status_t ratls_app_id_hex(X509 *cert, char *hex, size_t *hex_len);
 
@@ -66,12 +64,6 @@ ratls_status_t ratls_ext_value(X509 *cert, const char *oid,
  */
 X509_EXTENSION *ratls_ext_new(const char *oid, const unsigned char *value,
     size_t len);
-
-/*
- * Whether "s" of "len" bytes is an app id as written in configuration and
- * headers: 1..RATLS_APP_ID_HEX_MAX hex digits, even count, any case.
- */
-int ratls_app_id_text_valid(const char *s, size_t len);
 
 const char *ratls_strerror(ratls_status_t status);
 

@@ -1,10 +1,15 @@
-# dstack-ctld: the control daemon (server role, admin CLI; node role later).
-# Every .c in dstack-ctld/ is part of the one binary; the WireGuard layer
-# (dstack-ctld/wg.mk) is compiled with libnl's flags and linked in.
+# dstack-ctld: the control daemon, one binary for every role.  Sources by
+# folder: lib/ (both roles), server/, node/, cli/, main.c; the WireGuard
+# layer (wg/, dstack-ctld/wg.mk) is compiled with libnl's flags and linked
+# in.  Includes are written from dstack-ctld/ ("lib/log.h"), so a file
+# names the folder of every header it uses.
 
-CTLD_SRC  := $(filter-out $(WG_SRC),$(sort $(wildcard dstack-ctld/*.c)))
-CTLD_OBJ  := $(patsubst dstack-ctld/%.c,$(BUILD)/obj/ctld/%.o,$(CTLD_SRC))
+CTLD_SRC  := dstack-ctld/main.c \
+             $(sort $(wildcard $(addprefix dstack-ctld/,$(addsuffix /*.c,lib server node cli))))
+CTLD_OBJ  := $(patsubst dstack-ctld/%.c,$(BUILD)/obj/ctld/%.o,$(CTLD_SRC)) \
+             $(COMMON_OBJ)
 CTLD_LIBS := -lmicrohttpd -lsqlite3 -ljansson -lcurl $(OPENSSL_LIBS) -lpthread
+CTLD_CFLAGS := -Idstack-ctld
 
 .PHONY: ctld
 all: ctld
@@ -16,6 +21,6 @@ $(BIN)/dstack-ctld: $(CTLD_OBJ) $(WG_OBJS)
 
 $(BUILD)/obj/ctld/%.o: dstack-ctld/%.c
 	@mkdir -p $(@D)
-	$(CC) $(C11) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(C11) $(CTLD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 -include $(CTLD_OBJ:.o=.d)

@@ -8,9 +8,9 @@
 
 #include <curl/curl.h>
 
-#include "cli.h"
-#include "node.h"
-#include "server.h"
+#include "cli/cli.h"
+#include "node/node.h"
+#include "server/server.h"
 
 #define CTLD_VERSION  "0.1.0"
 

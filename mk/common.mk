@@ -1,6 +1,6 @@
 # Code shared by the module, the daemon and the tools, built once as objects.
 
-COMMON_OBJ := $(BUILD)/obj/common/ratls.o
+COMMON_OBJ := $(addprefix $(BUILD)/obj/common/,app_id.o parse.o ratls.o)
 
 $(BUILD)/obj/common/%.o: common/%.c common/*.h
 	@mkdir -p $(@D)

@@ -1,6 +1,18 @@
 
 /*
  * dstack mesh: RA-TLS identity for nginx.
+ *
+ *   ngx_http_dstack_mesh_module.c    the module, its directives and variables,
+ *                                    create and merge configuration
+ *   ngx_http_dstack_mesh_conf.c      directive handlers, certificate, CA and
+ *                                    key files, configuration checks
+ *   ngx_http_dstack_mesh_inbound.c   the caller's app_id, mesh_auth
+ *   ngx_http_dstack_mesh_outbound.c  mesh_target requests: the target, the
+ *                                    route, the gateway's address
+ *   ngx_http_dstack_mesh_upstream.c  the balancer: pinning, the connection
+ *                                    cache, TLS sessions
+ *   ngx_http_dstack_mesh_agent.c     the guest-agent fallback
+ *   ngx_http_dstack_mesh_headers.c   request-header edits, JSON answers
  */
 
 
@@ -12,6 +24,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "app_id.h"
 #include "ratls.h"
 #include "mesh_target.h"
 
@@ -53,10 +66,10 @@ typedef struct {
 
 
 typedef struct {
-    ngx_uint_t                  pool_size;   /* mesh_keepalive */
-    ngx_msec_t                  pool_timeout;
-    ngx_queue_t                 pool_idle;
-    ngx_queue_t                 pool_free;
+    ngx_uint_t                  cache_size;  /* mesh_keepalive */
+    ngx_msec_t                  cache_timeout;
+    ngx_queue_t                 cache;       /* idle connections, LRU */
+    ngx_queue_t                 free;        /* unused cache entries */
     ngx_queue_t                 sessions;
     ngx_queue_t                 sessions_free;
 } ngx_http_dstack_mesh_main_conf_t;
@@ -79,24 +92,24 @@ typedef struct {
 } ngx_http_dstack_mesh_loc_conf_t;
 
 
-/* the peer of one inbound TLS connection, established once per connection */
+/* the caller of an inbound TLS connection, established once per connection */
 
 typedef enum {
-    NGX_HTTP_DSTACK_MESH_PEER_NO_TLS = 0,
-    NGX_HTTP_DSTACK_MESH_PEER_NO_CERT,
-    NGX_HTTP_DSTACK_MESH_PEER_NOT_VERIFIED,
-    NGX_HTTP_DSTACK_MESH_PEER_NO_APP_ID,
-    NGX_HTTP_DSTACK_MESH_PEER_OK
-} ngx_http_dstack_mesh_peer_status_e;
+    NGX_HTTP_DSTACK_MESH_CALLER_NO_TLS = 0,
+    NGX_HTTP_DSTACK_MESH_CALLER_NO_CERT,
+    NGX_HTTP_DSTACK_MESH_CALLER_NOT_VERIFIED,
+    NGX_HTTP_DSTACK_MESH_CALLER_NO_APP_ID,
+    NGX_HTTP_DSTACK_MESH_CALLER_OK
+} ngx_http_dstack_mesh_caller_status_e;
 
 
 typedef struct {
-    ngx_http_dstack_mesh_peer_status_e  status;
+    ngx_http_dstack_mesh_caller_status_e  status;
     /* why the certificate has no usable app id, or the X509 verify error */
-    const char                         *reason;
-    ngx_str_t                           app_id;
-    u_char                              hex[RATLS_APP_ID_HEX_MAX + 1];
-} ngx_http_dstack_mesh_peer_t;
+    const char                           *reason;
+    ngx_str_t                             app_id;
+    u_char                                hex[APP_ID_HEX_MAX + 1];
+} ngx_http_dstack_mesh_caller_t;
 
 
 /*
@@ -137,18 +150,9 @@ extern ngx_module_t  ngx_http_dstack_mesh_module;
 
 ngx_int_t ngx_http_dstack_mesh_ssl_index(ngx_conf_t *cf, int *index);
 
-/* inbound */
-ngx_int_t ngx_http_dstack_mesh_inbound_init(ngx_conf_t *cf);
-ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
+/* configuration: directive handlers, certificate, CA and key files */
 char *ngx_http_dstack_mesh_allow_apps(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-
-/* outbound */
-ngx_int_t ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-ngx_int_t ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 char *ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_dstack_mesh_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -162,7 +166,24 @@ ngx_http_dstack_mesh_identity_t *ngx_http_dstack_mesh_load_identity(
 char *ngx_http_dstack_mesh_check_target(ngx_conf_t *cf,
     ngx_http_dstack_mesh_loc_conf_t *conf);
 
-/* the upstream: target-keyed connection pool, TLS sessions, app_id pin */
+/* inbound */
+ngx_int_t ngx_http_dstack_mesh_inbound_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+/*
+ * outbound: mesh_target puts the target handler in front of the proxy
+ * module's content handler, which it keeps here for the handler to call
+ */
+extern ngx_http_handler_pt  ngx_http_dstack_mesh_proxy_handler;
+
+ngx_int_t ngx_http_dstack_mesh_target_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+/* the upstream: target-keyed connection cache, TLS sessions, app_id pin */
 ngx_http_upstream_srv_conf_t *ngx_http_dstack_mesh_upstream_add(
     ngx_conf_t *cf);
 ngx_int_t ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf);

@@ -1,6 +1,7 @@
 
 /*
- * dstack mesh: the module definition, its directives and configuration.
+ * dstack mesh: the module definition, its directives, variables and
+ * configuration (the directive handlers are in ngx_http_dstack_mesh_conf.c).
  */
 
 
@@ -88,14 +89,14 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_dstack_mesh_main_conf_t, pool_size),
+      offsetof(ngx_http_dstack_mesh_main_conf_t, cache_size),
       NULL },
 
     { ngx_string("mesh_keepalive_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_dstack_mesh_main_conf_t, pool_timeout),
+      offsetof(ngx_http_dstack_mesh_main_conf_t, cache_timeout),
       NULL },
 
       ngx_null_command
@@ -160,8 +161,8 @@ ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    mmcf->pool_size = NGX_CONF_UNSET_UINT;
-    mmcf->pool_timeout = NGX_CONF_UNSET_MSEC;
+    mmcf->cache_size = NGX_CONF_UNSET_UINT;
+    mmcf->cache_timeout = NGX_CONF_UNSET_MSEC;
 
     return mmcf;
 }
@@ -172,8 +173,8 @@ ngx_http_dstack_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_dstack_mesh_main_conf_t *mmcf = conf;
 
-    ngx_conf_init_uint_value(mmcf->pool_size, 32);
-    ngx_conf_init_msec_value(mmcf->pool_timeout, 60000);
+    ngx_conf_init_uint_value(mmcf->cache_size, 32);
+    ngx_conf_init_msec_value(mmcf->cache_timeout, 60000);
 
     return NGX_CONF_OK;
 }

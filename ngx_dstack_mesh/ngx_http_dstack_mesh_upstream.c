@@ -145,26 +145,26 @@ ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf)
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_mesh_module);
 
-    ngx_queue_init(&mmcf->pool_idle);
-    ngx_queue_init(&mmcf->pool_free);
+    ngx_queue_init(&mmcf->cache);
+    ngx_queue_init(&mmcf->free);
     ngx_queue_init(&mmcf->sessions);
     ngx_queue_init(&mmcf->sessions_free);
 
-    if (mmcf->pool_size == 0) {
+    if (mmcf->cache_size == 0) {
         return NGX_OK;
     }
 
     idle = ngx_pcalloc(cf->pool,
-                       sizeof(ngx_http_dstack_mesh_idle_t) * mmcf->pool_size);
+                       sizeof(ngx_http_dstack_mesh_idle_t) * mmcf->cache_size);
     sessions = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_session_t)
-                                     * mmcf->pool_size);
+                                     * mmcf->cache_size);
     if (idle == NULL || sessions == NULL) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < mmcf->pool_size; i++) {
+    for (i = 0; i < mmcf->cache_size; i++) {
         idle[i].mmcf = mmcf;
-        ngx_queue_insert_head(&mmcf->pool_free, &idle[i].queue);
+        ngx_queue_insert_head(&mmcf->free, &idle[i].queue);
         ngx_queue_insert_head(&mmcf->sessions_free, &sessions[i].queue);
     }
 
@@ -247,8 +247,8 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
     pc->socklen = key->socklen;
     pc->name = &pd->ctx->name;
 
-    for (q = ngx_queue_head(&pd->mmcf->pool_idle);
-         q != ngx_queue_sentinel(&pd->mmcf->pool_idle);
+    for (q = ngx_queue_head(&pd->mmcf->cache);
+         q != ngx_queue_sentinel(&pd->mmcf->cache);
          q = ngx_queue_next(q))
     {
         item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, queue);
@@ -258,7 +258,7 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
         }
 
         ngx_queue_remove(q);
-        ngx_queue_insert_head(&pd->mmcf->pool_free, q);
+        ngx_queue_insert_head(&pd->mmcf->free, q);
 
         c = item->connection;
 
@@ -319,27 +319,27 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         || !u->request_body_sent
         || ngx_terminate
         || ngx_exiting
-        || mmcf->pool_size == 0
+        || mmcf->cache_size == 0
         || ngx_handle_read_event(c->read, 0) != NGX_OK)
     {
         return;
     }
 
-    if (ngx_queue_empty(&mmcf->pool_free)) {
-        q = ngx_queue_last(&mmcf->pool_idle);
+    if (ngx_queue_empty(&mmcf->free)) {
+        q = ngx_queue_last(&mmcf->cache);
         ngx_queue_remove(q);
 
         item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, queue);
         ngx_http_dstack_mesh_close(item->connection);
 
     } else {
-        q = ngx_queue_head(&mmcf->pool_free);
+        q = ngx_queue_head(&mmcf->free);
         ngx_queue_remove(q);
 
         item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, queue);
     }
 
-    ngx_queue_insert_head(&mmcf->pool_idle, q);
+    ngx_queue_insert_head(&mmcf->cache, q);
 
     item->connection = c;
     item->key = pd->ctx->key;
@@ -347,7 +347,7 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     pc->connection = NULL;
 
     c->read->delayed = 0;
-    ngx_add_timer(c->read, mmcf->pool_timeout);
+    ngx_add_timer(c->read, mmcf->cache_timeout);
 
     if (c->write->timer_set) {
         ngx_del_timer(c->write);
@@ -404,7 +404,7 @@ close:
     ngx_http_dstack_mesh_close(c);
 
     ngx_queue_remove(&item->queue);
-    ngx_queue_insert_head(&item->mmcf->pool_free, &item->queue);
+    ngx_queue_insert_head(&item->mmcf->free, &item->queue);
 }
 
 
@@ -565,7 +565,7 @@ ngx_http_dstack_mesh_verify_pin(int ok, X509_STORE_CTX *store)
     ratls_status_t               status;
     ngx_connection_t            *c;
     ngx_http_dstack_mesh_key_t  *key;
-    u_char                       hex[RATLS_APP_ID_HEX_MAX + 1];
+    u_char                       hex[APP_ID_HEX_MAX + 1];
 
     if (ok && X509_STORE_CTX_get_error_depth(store) != 0) {
         return 1;

@@ -318,8 +318,8 @@ certificate verify failed) while SSL handshaking to upstream
 --- error_code eval
 [400, 400, 400, 400, 400, 400]
 --- response_body eval
-['{"error":"target app must be 1 to 56 hex digits"}',
- '{"error":"target app must be 1 to 56 hex digits"}',
+['{"error":"target app must be an even number of 2 to 56 hex digits"}',
+ '{"error":"target app must be an even number of 2 to 56 hex digits"}',
  '{"error":"target port must be a number from 1 to 65535"}',
  '{"error":"target port must be a number from 1 to 65535"}',
  '{"error":"target port must be a number from 1 to 65535"}',

@@ -3,7 +3,8 @@
 
 SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=all
-UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test
+UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
+                $(BUILD)/tests/parse_test
 FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target
 FUZZ_SECONDS ?= 5
 
@@ -13,19 +14,25 @@ unit-tests: $(UNIT_TESTS)
 fuzzers: $(FUZZERS)
 
 $(BUILD)/tests/ratls_test: tests/unit/ratls_test.c tests/unit/tap.h \
-                           common/ratls.c common/ratls.h
+                           common/ratls.c common/app_id.c common/*.h
 	@mkdir -p $(@D)
 	$(CC) $(C11) -g -O1 $(SANITIZE) -o $@ $(filter %.c,$^) $(OPENSSL_LIBS)
 
 $(BUILD)/tests/mesh_target_test: tests/unit/mesh_target_test.c tests/unit/tap.h \
-                                 common/mesh_target.c common/mesh_target.h
+                                 common/mesh_target.c common/app_id.c \
+                                 common/parse.c common/*.h
+	@mkdir -p $(@D)
+	$(CC) $(C11) -g -O1 $(SANITIZE) -o $@ $(filter %.c,$^)
+
+$(BUILD)/tests/parse_test: tests/unit/parse_test.c tests/unit/tap.h \
+                           common/parse.c common/app_id.c common/*.h
 	@mkdir -p $(@D)
 	$(CC) $(C11) -g -O1 $(SANITIZE) -o $@ $(filter %.c,$^)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c common/*.c common/*.h
 	@mkdir -p $(@D)
 	clang $(C11) -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -o $@ $< common/ratls.c common/mesh_target.c $(OPENSSL_LIBS)
+	    -o $@ $< $(wildcard common/*.c) $(OPENSSL_LIBS)
 
 # A short run of every fuzzer from its seed corpus; new inputs go to build/.
 fuzz: $(FUZZERS)

@@ -113,7 +113,7 @@ for my $row (@table) {
 }
 
 # the key lines of the original's JSON, byte for byte
-my $raw = req($srv, 'GET', '/api/nodes', app => 'someone-else');
+my $raw = req($srv, 'GET', '/api/nodes', app => 'dddd0000000000000000000000000000000000dd');
 is($raw->{content}, '{"error":"Forbidden"}', '403 body byte for byte');
 $raw = req($srv, 'GET', '/api/nodes');
 is($raw->{content}, '{"error":"Unauthorized"}', '401 body byte for byte');

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include "app_id.h"
 #include "ratls.h"
 
 
@@ -44,7 +45,7 @@ cert_with_ext(const char *oid, const uint8_t *data, size_t size)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char    hex[RATLS_APP_ID_HEX_MAX + 1], text[RATLS_CERT_USAGE_MAX + 1];
+    char    hex[APP_ID_HEX_MAX + 1], text[RATLS_CERT_USAGE_MAX + 1];
     size_t  len;
     X509   *cert;
 
@@ -55,7 +56,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cert = cert_with_ext(RATLS_OID_APP_ID, data, size);
     if (cert != NULL) {
         if (ratls_app_id_hex(cert, hex, &len) == RATLS_OK
-            && (len != strlen(hex) || len > RATLS_APP_ID_HEX_MAX))
+            && (len != strlen(hex) || len > APP_ID_HEX_MAX))
         {
             __builtin_trap();
         }
@@ -74,7 +75,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         X509_free(cert);
     }
 
-    (void) ratls_app_id_text_valid((const char *) data, size);
+    /* what passes as an app id is lowercase hex of the same length */
+
+    if (app_id_parse((const char *) data, size, APP_ID_HEX_MAX, hex)
+        && (strlen(hex) != size || strspn(hex, "0123456789abcdef") != size))
+    {
+        __builtin_trap();
+    }
 
     return 0;
 }

@@ -66,6 +66,8 @@ main(void)
     ok(parse(&t, "zz00", "", "", "") == MESH_TARGET_BAD_APP, "non-hex app");
     ok(parse(&t, "bb\r\nX: y", "", "", "") == MESH_TARGET_BAD_APP,
        "CR/LF in the app");
+    ok(parse(&t, "bbb", "", "", "") == MESH_TARGET_BAD_APP,
+       "odd-length app");
 
     memset(long_id, 'a', sizeof(long_id));
     long_id[MESH_TARGET_ID_MAX] = '\0';
@@ -87,6 +89,8 @@ main(void)
 
     ok(parse(&t, B, "", "xyz", "") == MESH_TARGET_BAD_INSTANCE,
        "non-hex instance");
+    ok(parse(&t, B, "", "abc", "") == MESH_TARGET_BAD_INSTANCE,
+       "odd-length instance");
     ok(parse(&t, B, "", "", "maybe") == MESH_TARGET_BAD_TLS, "tls=maybe");
     ok(parse(&t, B, "", "", "FALSE") == MESH_TARGET_OK && t.tls == 0,
        "tls=FALSE");

@@ -12,6 +12,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
+#include "app_id.h"
 #include "ratls.h"
 #include "tap.h"
 
@@ -142,7 +143,7 @@ octet_string(unsigned char *out, const unsigned char *v, size_t len)
 static void
 test_app_id(void)
 {
-    char            hex[RATLS_APP_ID_HEX_MAX + 1];
+    char            hex[APP_ID_HEX_MAX + 1];
     size_t          n;
     unsigned char   raw[80], der[100];
     ratls_status_t  s;
@@ -192,14 +193,14 @@ test_app_id(void)
 
     memset(raw, 0x5a, sizeof(raw));
 
-    n = octet_string(der, raw, RATLS_APP_ID_MAX);
+    n = octet_string(der, raw, APP_ID_BYTES_MAX);
     s = app_id_of(der, n, hex);
-    ok(s == RATLS_OK && strlen(hex) == RATLS_APP_ID_HEX_MAX,
-       "%d-byte app_id is the longest accepted", RATLS_APP_ID_MAX);
+    ok(s == RATLS_OK && strlen(hex) == APP_ID_HEX_MAX,
+       "%d-byte app_id is the longest accepted", APP_ID_BYTES_MAX);
 
-    n = octet_string(der, raw, RATLS_APP_ID_MAX + 1);
+    n = octet_string(der, raw, APP_ID_BYTES_MAX + 1);
     ok(app_id_of(der, n, hex) == RATLS_TOO_LONG,
-       "%d-byte app_id is too long", RATLS_APP_ID_MAX + 1);
+       "%d-byte app_id is too long", APP_ID_BYTES_MAX + 1);
 
     der[0] = 0x04;
     der[1] = 0x84;
@@ -212,7 +213,7 @@ test_app_id(void)
 static void
 test_absent_and_duplicate(void)
 {
-    char            hex[RATLS_APP_ID_HEX_MAX + 1];
+    char            hex[APP_ID_HEX_MAX + 1];
     size_t          len, n;
     X509           *cert;
     unsigned char   der[32];
@@ -280,7 +281,7 @@ test_cert_usage(void)
 static void
 test_ext_new(void)
 {
-    char             hex[RATLS_APP_ID_HEX_MAX + 1];
+    char             hex[APP_ID_HEX_MAX + 1];
     size_t           len;
     X509            *cert;
     X509_EXTENSION  *ext;
@@ -299,23 +300,32 @@ test_ext_new(void)
 }
 
 
-static void
-test_text_valid(void)
-{
-    char  long_id[RATLS_APP_ID_HEX_MAX + 3];
+/* app ids as text (configuration, headers, options): common/app_id.c */
 
-    ok(ratls_app_id_text_valid("aaBB0019", 8), "mixed-case hex is valid");
-    ok(!ratls_app_id_text_valid("", 0), "empty is invalid");
-    ok(!ratls_app_id_text_valid("abc", 3), "odd length is invalid");
-    ok(!ratls_app_id_text_valid("abzz", 4), "non-hex is invalid");
-    ok(!ratls_app_id_text_valid("ab\r\n", 4), "CR/LF is invalid");
-    ok(!ratls_app_id_text_valid("ab\0d", 4), "NUL is invalid");
+static void
+test_app_id_text(void)
+{
+    char  long_id[APP_ID_HEX_MAX + 3], out[APP_ID_HEX_MAX + 1];
+
+    ok(app_id_parse("aaBB0019", 8, APP_ID_HEX_MAX, NULL),
+       "mixed-case hex is valid");
+    ok(app_id_parse("aaBB0019", 8, APP_ID_HEX_MAX, out)
+       && strcmp(out, "aabb0019") == 0,
+       "and is written out lowercased");
+    ok(!app_id_parse("", 0, APP_ID_HEX_MAX, NULL), "empty is invalid");
+    ok(!app_id_parse("abc", 3, APP_ID_HEX_MAX, NULL),
+       "odd length is invalid");
+    ok(!app_id_parse("abzz", 4, APP_ID_HEX_MAX, NULL), "non-hex is invalid");
+    ok(!app_id_parse("ab\r\n", 4, APP_ID_HEX_MAX, NULL), "CR/LF is invalid");
+    ok(!app_id_parse("ab\0d", 4, APP_ID_HEX_MAX, NULL), "NUL is invalid");
 
     memset(long_id, 'a', sizeof(long_id));
-    ok(ratls_app_id_text_valid(long_id, RATLS_APP_ID_HEX_MAX),
-       "%d hex digits are valid", RATLS_APP_ID_HEX_MAX);
-    ok(!ratls_app_id_text_valid(long_id, RATLS_APP_ID_HEX_MAX + 2),
-       "%d hex digits are too many", RATLS_APP_ID_HEX_MAX + 2);
+    ok(app_id_parse(long_id, APP_ID_HEX_MAX, APP_ID_HEX_MAX, NULL),
+       "%d hex digits are valid", APP_ID_HEX_MAX);
+    ok(!app_id_parse(long_id, APP_ID_HEX_MAX + 2, APP_ID_HEX_MAX, NULL),
+       "%d hex digits are too many", APP_ID_HEX_MAX + 2);
+    ok(!app_id_parse(long_id, 6, 4, NULL),
+       "the caller's own bound holds too");
 }
 
 
@@ -332,7 +342,7 @@ main(void)
     test_absent_and_duplicate();
     test_cert_usage();
     test_ext_new();
-    test_text_valid();
+    test_app_id_text();
 
     EVP_PKEY_free(key);
 

@@ -32,7 +32,8 @@
 
 #include <openssl/evp.h>
 
-#include "wg.h"
+#include "parse.h"
+#include "wg/wg.h"
 
 #define LINE_MAX_LEN  4096
 #define KEY_B64_LEN   44            /* base64 of WG_KEY_LEN bytes */
@@ -145,20 +146,15 @@ static unsigned long
 number(const char *s, unsigned long min, unsigned long max, const char *what,
        unsigned lineno)
 {
-    unsigned long  v;
-    char          *end;
+    uint64_t  v;
 
-    errno = 0;
-    v = strtoul(s, &end, 10);
-    if (*s < '0' || *s > '9' || *end != '\0' || errno != 0
-        || v < min || v > max)
-    {
+    if (!parse_uint(s, strlen(s), max, &v) || v < min) {
         if (lineno) {
             usage_error("line %u: bad %s '%s'", lineno, what, s);
         }
         usage_error("bad %s '%s'", what, s);
     }
-    return v;
+    return (unsigned long) v;
 }
 
 

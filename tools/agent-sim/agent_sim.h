@@ -39,10 +39,10 @@
 
 /* the identity of the simulated CVM, fixed at start */
 typedef struct {
-    unsigned char   app_id[RATLS_APP_ID_MAX];
+    unsigned char   app_id[APP_ID_BYTES_MAX];
     size_t          app_id_len;
-    char            app_id_hex[RATLS_APP_ID_HEX_MAX + 1];
-    char            instance_id_hex[RATLS_APP_ID_HEX_MAX + 1];
+    char            app_id_hex[APP_ID_HEX_MAX + 1];
+    char            instance_id_hex[APP_ID_HEX_MAX + 1];
     char            device_id_hex[2 * 32 + 1];
     const char     *app_name;
     X509_NAME      *subject;        /* CN = app_name, the default subject */

@@ -15,6 +15,6 @@ $(AGENT_SIM): $(AGENT_SIM_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $^ $(AGENT_SIM_LIBS)
 
 $(BUILD)/obj/agent-sim/%.o: tools/agent-sim/%.c tools/agent-sim/*.h \
-                            common/ratls.h
+                            common/*.h
 	@mkdir -p $(@D)
 	$(CC) $(C11) $(CFLAGS) -pthread -c -o $@ $<

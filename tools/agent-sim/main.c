@@ -289,9 +289,9 @@ sim_hex_id(const char *text, const char *option, char *out)
 
     len = strlen(text);
 
-    if (!ratls_app_id_text_valid(text, len)) {
+    if (!app_id_parse(text, len, APP_ID_HEX_MAX, NULL)) {
         sim_log("%s: expected an even number (2 to %d) of hex digits",
-                option, RATLS_APP_ID_HEX_MAX);
+                option, APP_ID_HEX_MAX);
         return -1;
     }
 

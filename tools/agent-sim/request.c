@@ -8,7 +8,6 @@
  */
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <openssl/err.h>
 
 #include "agent_sim.h"
+#include "parse.h"
 
 
 typedef enum {
@@ -485,30 +485,18 @@ sim_parse_bool(const char *s, size_t len, int *out)
 }
 
 
-/* decimal digits only: strtoll alone would take signs and blanks */
+/* decimal digits only (common/parse.h): a time in seconds */
 static int
 sim_parse_time(const char *s, size_t len, long long *out)
 {
-    size_t  i;
-    char    buf[24], *end;
+    uint64_t  v;
 
-    if (len == 0 || len >= sizeof(buf)) {
+    if (!parse_uint(s, len, INT64_MAX, &v)) {
         return -1;
     }
 
-    for (i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-    }
-
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-
-    errno = 0;
-    *out = strtoll(buf, &end, 10);
-
-    return (errno == 0 && *end == '\0') ? 0 : -1;
+    *out = (long long) v;
+    return 0;
 }
 
 

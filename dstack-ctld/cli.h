@@ -1,8 +1,0 @@
-/* Subcommands other than the roles: the admin CLI. */
-
-#ifndef CTLD_CLI_H
-#define CTLD_CLI_H
-
-int  cli_nodes(int argc, char **argv);
-
-#endif

@@ -1,0 +1,270 @@
+/*
+ * The WireGuard interface through wg.h and netdev.h: the device (key,
+ * port, address, link up; forwarding on the hub), a snapshot as
+ * wg_replace_peers(), which keeps the peers that stay and their sessions,
+ * and a delta as one wg_apply() of exactly what changed.
+ *
+ * Nothing here tears the interface down: on an error the device is left
+ * as it is and the caller tries again later.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "node/node.h"
+
+#define SYSCTL_IPV4  "/proc/sys/net/ipv4/"
+
+
+/* sets a sysctl of our namespace unless it has the value already (then
+ * /proc/sys may well be read-only, as in a container) */
+static int
+sysctl_set(const char *name, const char *value)
+{
+    char     path[128], cur[16] = "";
+    size_t   len = strlen(value);
+    ssize_t  w;
+    int      fd;
+
+    snprintf(path, sizeof(path), SYSCTL_IPV4 "%s", name);
+    if (file_read_small(path, cur, sizeof(cur)) > 0
+        && strncmp(cur, value, len) == 0 && cur[len] == '\n')
+    {
+        return 0;
+    }
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    w = fd < 0 ? -1 : write(fd, value, len);
+    if (w != (ssize_t) len) {
+        log_error("cannot set %s to %s: %s", path, value, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    close(fd);
+    log_info("set %s to %s", path, value);
+    return 0;
+}
+
+
+/*
+ * The hub routes between its peers (/proc/sys/net is per namespace).  A
+ * packet it forwards leaves by the interface it came in on, so by default
+ * the kernel would also answer each one with an ICMP redirect ("go to
+ * 100.128.0.9 directly"), which a node cannot follow: there is no direct
+ * peer, which is why the packet came to the hub.  The kernel sends
+ * redirects when "all" or the interface says so: both are turned off.
+ */
+static int
+hub_routing(const char *ifname)
+{
+    char  name[64];
+
+    if (sysctl_set("ip_forward", "1") != 0) {
+        return -1;
+    }
+    snprintf(name, sizeof(name), "conf/%s/send_redirects", ifname);
+    if (sysctl_set("conf/all/send_redirects", "0") != 0
+        || sysctl_set(name, "0") != 0)
+    {
+        log_warn("the hub will send ICMP redirects to the nodes; harmless,"
+                 " but noisy");
+    }
+    return 0;
+}
+
+
+void
+apply_close(struct vpc_node *n)
+{
+    wg_close(n->dev);
+    n->dev = NULL;
+    n->dev_up = false;
+    n->peers_synced = false;
+}
+
+
+bool
+apply_device_present(const struct vpc_node *n)
+{
+    return if_nametoindex(n->cfg.interface) != 0;
+}
+
+
+int
+apply_device(struct vpc_node *n)
+{
+    struct ip_prefix  addr;
+    char              text[IP_PREFIX_STRLEN];
+    int               rc;
+
+    if (n->dev == NULL) {
+        rc = wg_open(&n->dev, n->cfg.interface, n->backend,
+                     WG_OPEN_START_USERSPACE);
+        if (rc < 0) {
+            log_error("%s: cannot open the WireGuard interface: %s",
+                      n->cfg.interface, strerror(-rc));
+            return rc;
+        }
+        /*
+         * The UAPI socket is a path in the file system, shared by every
+         * network namespace that shares /var/run: the one answering may
+         * drive an interface of that name in another namespace.
+         */
+        if (!apply_device_present(n)) {
+            log_error("%s: a userspace WireGuard answers on its UAPI socket,"
+                      " but there is no such interface in this network"
+                      " namespace: choose another --interface, or give"
+                      " each namespace its own /var/run/wireguard",
+                      n->cfg.interface);
+            apply_close(n);
+            return -1;
+        }
+    }
+
+    addr = n->self.pool;
+    addr.addr.v4 = n->self.address;
+    rc = wg_set_device(n->dev, n->private_key, (uint16_t) n->cfg.listen_port);
+    if (rc == 0) {
+        rc = netdev_set_address(n->cfg.interface, &addr);
+    }
+    if (rc == 0) {
+        rc = netdev_up(n->cfg.interface, (unsigned) n->cfg.mtu);
+    }
+    if (rc == 0 && n->self.hub) {
+        rc = hub_routing(n->cfg.interface);
+    }
+    if (rc != 0) {
+        log_error("%s: cannot configure the interface; will try again",
+                  n->cfg.interface);
+        apply_close(n);
+        return -1;
+    }
+    n->dev_up = true;
+    log_info("%s: up (%s backend), address %s, port %u", n->cfg.interface,
+             wg_backend_name(wg_backend_of(n->dev)),
+             ip_prefix_format(&addr, text), (unsigned) n->cfg.listen_port);
+    return 0;
+}
+
+
+int
+apply_snapshot(struct vpc_node *n, struct wg_peer *eff, size_t n_eff)
+{
+    int  rc;
+
+    rc = wg_replace_peers(n->dev, eff, n_eff);
+    if (rc < 0) {
+        log_error("%s: applying a snapshot of %zu peers failed; will try"
+                  " again", n->cfg.interface, n_eff);
+        n->peers_synced = false;
+        return -1;
+    }
+    n->peers_synced = true;
+    log_info("%s: %zu WireGuard peers (snapshot)", n->cfg.interface, n_eff);
+    return 0;
+}
+
+
+static bool
+same_peer(const struct wg_peer *a, const struct wg_peer *b)
+{
+    const struct sockaddr  *x = &a->endpoint.sa, *y = &b->endpoint.sa;
+
+    if (a->has_endpoint != b->has_endpoint
+        || a->persistent_keepalive != b->persistent_keepalive
+        || a->n_allowed_ips != b->n_allowed_ips)
+    {
+        return false;
+    }
+    if (a->has_endpoint
+        && (x->sa_family != y->sa_family
+            || (x->sa_family == AF_INET
+                && (a->endpoint.sin.sin_port != b->endpoint.sin.sin_port
+                    || a->endpoint.sin.sin_addr.s_addr
+                       != b->endpoint.sin.sin_addr.s_addr))
+            || (x->sa_family == AF_INET6
+                && (a->endpoint.sin6.sin6_port != b->endpoint.sin6.sin6_port
+                    || memcmp(&a->endpoint.sin6.sin6_addr,
+                              &b->endpoint.sin6.sin6_addr,
+                              sizeof(struct in6_addr)) != 0))))
+    {
+        return false;
+    }
+    for (size_t i = 0; i < a->n_allowed_ips; i++) {
+        const struct ip_prefix *p = &a->allowed_ips[i], *q = &b->allowed_ips[i];
+
+        if (p->family != q->family || p->len != q->len
+            || memcmp(&p->addr, &q->addr, p->family == AF_INET
+                                          ? sizeof(p->addr.v4)
+                                          : sizeof(p->addr.v6)) != 0)
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+/*
+ * What turns n->eff into eff (both sorted by key): peers to remove, peers
+ * to set (new, or configured differently).  A peer the delta did not
+ * touch is in neither, so WireGuard never sees it.
+ */
+int
+apply_delta(struct vpc_node *n, struct wg_peer *eff, size_t n_eff)
+{
+    struct wg_changes   c = { .listen_port = -1 };
+    uint8_t           (*rm)[WG_KEY_LEN];
+    struct wg_peer     *set;
+    size_t              i = 0, j = 0;
+    int                 cmp, rc;
+
+    rm = malloc((n->n_eff + 1) * sizeof(*rm));
+    set = malloc((n_eff + 1) * sizeof(*set));
+    if (rm == NULL || set == NULL) {
+        log_error("out of memory");
+        free(rm);
+        free(set);
+        return -1;
+    }
+    while (i < n->n_eff || j < n_eff) {
+        cmp = i == n->n_eff ? 1
+              : j == n_eff ? -1
+              : memcmp(n->eff[i].public_key, eff[j].public_key, WG_KEY_LEN);
+        if (cmp < 0) {
+            memcpy(rm[c.n_remove++], n->eff[i++].public_key, WG_KEY_LEN);
+        } else if (cmp > 0) {
+            set[c.n_set++] = eff[j++];
+        } else {
+            if (!same_peer(&n->eff[i], &eff[j])) {
+                set[c.n_set++] = eff[j];
+            }
+            i++;
+            j++;
+        }
+    }
+    c.remove = (const uint8_t (*)[WG_KEY_LEN]) rm;
+    c.set = set;
+
+    rc = 0;
+    if (c.n_remove + c.n_set > 0) {
+        rc = wg_apply(n->dev, &c);
+        if (rc < 0) {
+            log_error("%s: applying a delta failed; will resynchronise",
+                      n->cfg.interface);
+            n->peers_synced = false;
+        } else {
+            log_info("%s: %zu WireGuard peers set, %zu removed, %zu in all",
+                     n->cfg.interface, c.n_set, c.n_remove, n_eff);
+        }
+    }
+    free(rm);
+    free(set);
+    return rc < 0 ? -1 : 0;
+}

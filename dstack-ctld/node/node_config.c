@@ -1,0 +1,301 @@
+/* Node settings: defaults, config file, environment, flags, checks. */
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "node/node.h"
+
+#define O(field)  offsetof(struct node_config, field)
+
+#define MESH_URL_DEFAULT    "http://127.0.0.1:80"
+#define SERVER_URL_DEFAULT  "http://127.0.0.1:8000"     /* server --listen */
+
+const struct opt  node_opts[] = {
+    { "server-url", OPT_STRING, O(server_url), 0, "URL",
+      "http://HOST:PORT or unix:/PATH: the mesh entry\n"
+      "point (default " MESH_URL_DEFAULT "); with\n"
+      "--server-app-id none or --hub the server itself\n"
+      "(default " SERVER_URL_DEFAULT "); environment\n"
+      "DSTACK_MESH_URL",
+      NULL },
+    { "server-app-id", OPT_STRING, O(server_app_id), 0, "ID",
+      "the VPC server's app id (required; environment\n"
+      "VPC_SERVER_APP_ID); \"self\": this CVM's own;\n"
+      "\"none\": no mesh, call --server-url directly and\n"
+      "claim our own app id (tests, the server's host)",
+      NULL },
+    { "server-port", OPT_UINT, O(server_port), 65535, "PORT",
+      "x-dstack-target-port of the server (default 443;\n"
+      "environment VPC_SERVER_PORT)",
+      "443" },
+    { "agent-socket", OPT_STRING, O(agent_socket), 0, "PATH",
+      "the guest agent (default /var/run/dstack.sock)",
+      "/var/run/dstack.sock" },
+    { "name", OPT_STRING, O(name), 0, "LABEL",
+      "node name, <name>.dstack.internal (default: the\n"
+      "server's node-<instance_id>; environment\n"
+      "VPC_NODE_NAME or NODE_NAME)",
+      NULL },
+    { "node-type", OPT_STRING, O(node_type), 0, "TYPE",
+      "node_type reported for discover (environment\n"
+      "VPC_NODE_TYPE)",
+      NULL },
+    { "endpoint", OPT_STRING, O(endpoint), 0, "HOST:PORT",
+      "where other nodes reach our WireGuard port\n"
+      "(default: none, reached through the hub)",
+      NULL },
+    { "state-dir", OPT_STRING, O(state_dir), 0, "DIR",
+      "key, token and address kept across restarts\n"
+      "(default /var/lib/dstack-ctld)",
+      "/var/lib/dstack-ctld" },
+    { "interface", OPT_STRING, O(interface), 0, "NAME",
+      "the WireGuard interface (default wg-dstack)",
+      "wg-dstack" },
+    { "backend", OPT_STRING, O(backend), 0, "B",
+      "auto (default: the kernel's when it has one),\n"
+      "kernel, or uapi (wireguard-go, started if needed)",
+      "auto" },
+    { "listen-port", OPT_UINT, O(listen_port), 65535, "PORT",
+      "WireGuard UDP port (default 51820)",
+      "51820" },
+    { "mtu", OPT_UINT, O(mtu), 65535, "BYTES",
+      "interface MTU (default 1420)",
+      NULL },
+    { "keepalive", OPT_UINT, O(keepalive), 65535, "SECONDS",
+      "persistent keepalive toward the hub when we have\n"
+      "no endpoint (default 25, 0: off)",
+      "25" },
+    { "hosts-file", OPT_STRING, O(hosts_file), 0, "PATH",
+      "hosts file with our marked block (default\n"
+      "/etc/hosts; \"none\": leave it alone)",
+      "/etc/hosts" },
+    { "poll-wait", OPT_DURATION, O(poll_wait), 3600, "DURATION",
+      "long-poll wait (default 50s, below nginx's)",
+      "50s" },
+    { "retry-max", OPT_DURATION, O(retry_max), 3600, "DURATION",
+      "cap of the retry backoff (default 60s)",
+      "60s" },
+    { "hub", OPT_BOOL, O(hub), 0, NULL,
+      "run the hub on the server's CVM, not a node",
+      NULL },
+    { "data-dir", OPT_STRING, O(data_dir), 0, "DIR",
+      "hub: the server's data directory, for wg.key and\n"
+      "admin.token (default /var/lib/dstack-ctld)",
+      "/var/lib/dstack-ctld" },
+    { "log-level", OPT_STRING, O(log_level), 0, "LEVEL",
+      "error, warn, info (default) or debug",
+      "info" },
+    { NULL, 0, 0, 0, NULL, NULL, NULL }
+};
+
+/* the original node's environment, applied between the file and flags */
+static const struct opt_env  node_env[] = {
+    { "DSTACK_MESH_URL",   "server-url" },
+    { "VPC_SERVER_APP_ID", "server-app-id" },
+    { "VPC_SERVER_PORT",   "server-port" },
+    { "NODE_NAME",         "name" },
+    { "VPC_NODE_NAME",     "name" },        /* wins over NODE_NAME */
+    { "VPC_NODE_TYPE",     "node-type" },
+};
+
+
+int
+node_config_load(struct node_config *cfg, int argc, char **argv)
+{
+    char  *extra[1];
+    int    npos, rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->mtu = NETDEV_MTU_DEFAULT;
+    rc = settings_load(node_opts, cfg, "node", node_env,
+                       sizeof(node_env) / sizeof(node_env[0]),
+                       argc, argv, extra, 1, &npos);
+    if (rc == 0 && npos != 0) {
+        fprintf(stderr, "node: unexpected argument \"%s\"\n", extra[0]);
+        return -1;
+    }
+    return rc;
+}
+
+
+/* "http://HOST[:PORT][/]" or "unix:/PATH" */
+static int
+parse_server_url(const char *url, struct addr_spec *out)
+{
+    char    buf[512];
+    size_t  len;
+
+    if (strncmp(url, "unix:", 5) == 0) {
+        return addr_spec_parse(url, out);
+    }
+    if (strncmp(url, "http://", 7) != 0) {
+        return -1;
+    }
+    snprintf(buf, sizeof(buf), "%s", url + 7);
+    len = strlen(buf);
+    if (len > 0 && buf[len - 1] == '/') {
+        buf[--len] = '\0';
+    }
+    if (len == 0 || len + 4 >= sizeof(buf) || strchr(buf, '/') != NULL
+        || strchr(buf, '@') != NULL)
+    {
+        return -1;
+    }
+    /* no port: 80, unless the host is a bare [v6] that ends in ']' */
+    if (strrchr(buf, ':') == NULL || buf[len - 1] == ']') {
+        strcat(buf, ":80");
+    }
+    return addr_spec_parse(buf, out);
+}
+
+
+static int
+check_node_settings(struct vpc_node *n)
+{
+    struct node_config  *cfg = &n->cfg;
+    char                 label[DNS_LABEL_MAX + 1];
+
+    if (cfg->server_app_id == NULL) {
+        fprintf(stderr, "server-app-id is required: the VPC server's app id,"
+                " \"self\" or \"none\"\n");
+        return -1;
+    }
+    if (strcmp(cfg->server_app_id, "none") == 0) {
+        n->route = ROUTE_DIRECT;
+    } else if (strcmp(cfg->server_app_id, "self") != 0) {
+        snprintf(n->target_app, sizeof(n->target_app), "%s", cfg->server_app_id);
+        if (strlen(cfg->server_app_id) >= sizeof(n->target_app)
+            || !app_id_normalize(n->target_app))
+        {
+            fprintf(stderr, "server-app-id: \"%s\" is not an app id\n",
+                    cfg->server_app_id);
+            return -1;
+        }
+    }
+    if (cfg->name != NULL) {
+        snprintf(label, sizeof(label), "%s", cfg->name);
+        if (strlen(cfg->name) > DNS_LABEL_MAX || !dns_label_normalize(label)) {
+            fprintf(stderr, "name: \"%s\" is not a DNS label\n", cfg->name);
+            return -1;
+        }
+        free(cfg->name);
+        cfg->name = strdup(label);
+        if (cfg->name == NULL) {
+            return -1;
+        }
+    }
+    /* instance ids and types are [A-Za-z0-9._-]: nothing to escape in a query */
+    if (cfg->node_type != NULL && !ident_valid(cfg->node_type, 64)) {
+        fprintf(stderr, "node-type: \"%s\" is not [A-Za-z0-9._-]{1,64}\n",
+                cfg->node_type);
+        return -1;
+    }
+    if (cfg->endpoint != NULL && !endpoint_valid(cfg->endpoint)) {
+        fprintf(stderr, "endpoint: \"%s\" is not HOST:PORT\n", cfg->endpoint);
+        return -1;
+    }
+    n->self.has_endpoint = cfg->endpoint != NULL;
+    n->self.keepalive = n->self.has_endpoint ? 0 : (uint16_t) cfg->keepalive;
+    return 0;
+}
+
+
+int
+node_config_apply(struct vpc_node *n)
+{
+    struct node_config  *cfg = &n->cfg;
+
+    if (log_set_level_name(cfg->log_level) != 0) {
+        return -1;
+    }
+
+    if (strcmp(cfg->backend, "auto") == 0) {
+        n->backend = WG_BACKEND_AUTO;
+    } else if (strcmp(cfg->backend, "kernel") == 0) {
+        n->backend = WG_BACKEND_KERNEL;
+    } else if (strcmp(cfg->backend, "uapi") == 0) {
+        n->backend = WG_BACKEND_UAPI;
+    } else {
+        fprintf(stderr, "backend: \"%s\" is not auto, kernel or uapi\n",
+                cfg->backend);
+        return -1;
+    }
+    if (cfg->listen_port == 0) {
+        fprintf(stderr, "listen-port must be 1..65535\n");
+        return -1;
+    }
+    if (cfg->server_port == 0) {
+        fprintf(stderr, "server-port must be 1..65535\n");
+        return -1;
+    }
+    if (cfg->mtu < 1280) {
+        fprintf(stderr, "mtu must be at least 1280\n");
+        return -1;
+    }
+    if (cfg->poll_wait == 0 || cfg->retry_max == 0) {
+        fprintf(stderr, "poll-wait and retry-max must be at least 1s\n");
+        return -1;
+    }
+    if (cfg->server_url == NULL) {
+        cfg->server_url = strdup(cfg->hub ? SERVER_URL_DEFAULT
+                                          : MESH_URL_DEFAULT);
+        if (cfg->server_url == NULL) {
+            return -1;
+        }
+    }
+    if (parse_server_url(cfg->server_url, &n->server) != 0) {
+        fprintf(stderr, "server-url: \"%s\" is not http://HOST:PORT or"
+                " unix:/PATH\n", cfg->server_url);
+        return -1;
+    }
+
+    if (cfg->hub) {
+        /* the hub is the server's own CVM: no mesh, no identity of its
+         * own, no join; its endpoint is the server's --wg-endpoint */
+        n->route = ROUTE_ADMIN;
+        n->self.hub = true;
+        if (cfg->endpoint != NULL) {
+            fprintf(stderr, "endpoint: the hub's endpoint is the server's"
+                    " --wg-endpoint\n");
+            return -1;
+        }
+        return 0;
+    }
+    n->route = ROUTE_MESH;
+    return check_node_settings(n);
+}
+
+
+void
+node_config_free(struct vpc_node *n)
+{
+    opts_free(node_opts, &n->cfg);
+}
+
+
+void
+node_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: dstack-ctld node --server-app-id ID|self|none [options]\n"
+        "       dstack-ctld node --hub [options]\n"
+        "\n"
+        "Joins this CVM to the VPC and keeps its WireGuard interface, peers and\n"
+        "hosts block in step with the server.  The server is reached through\n"
+        "the local mesh entry point, which proves this CVM's app id; with\n"
+        "--hub, runs the server CVM's hub interface instead (every node as a\n"
+        "peer, forwarding between them), using the server's data directory.\n"
+        "\n"
+        "Settings come from the defaults, then the config file (--config, or\n"
+        "the environment's DSTACK_CTLD_CONFIG; section [node]), then the\n"
+        "environment (DSTACK_MESH_URL, VPC_SERVER_APP_ID, VPC_SERVER_PORT,\n"
+        "VPC_NODE_NAME or NODE_NAME, VPC_NODE_TYPE), then these flags:\n"
+        "\n");
+    opts_usage(out, node_opts);
+    fprintf(out,
+        "\n"
+        "Exit status: 0 stopped by SIGTERM/SIGINT (the interface stays up),\n"
+        "1 cannot start, 2 usage, 3 removed from the VPC by the server.\n");
+}

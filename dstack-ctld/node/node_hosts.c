@@ -1,0 +1,177 @@
+/*
+ * The node's block of the hosts file:
+ *
+ *     # BEGIN dstack-ctld
+ *     100.128.0.1 vpc-server.dstack.internal
+ *     ...
+ *     # END dstack-ctld
+ *
+ * Lines outside the block are kept byte for byte.  The file is replaced
+ * atomically (a temporary file in the same directory, fsync, rename), and
+ * only when the text changes.  A hosts file that is a bind mount (as
+ * Docker gives containers) cannot be renamed over: that one is rewritten
+ * in place, with a warning.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "node/node.h"
+
+#define BEGIN_LINE  "# BEGIN dstack-ctld\n"
+#define END_LINE    "# END dstack-ctld\n"
+#define HOSTS_MAX   (4u << 20)
+
+
+static char *
+read_all(const char *path, size_t *len, mode_t *mode)
+{
+    struct stat  st;
+    char        *buf;
+    ssize_t      r;
+    size_t       got = 0;
+    int          fd;
+
+    *len = 0;
+    *mode = 0644;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT ? strdup("") : NULL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > HOSTS_MAX) {
+        close(fd);
+        errno = EINVAL;         /* not a regular file of a sane size */
+        return NULL;
+    }
+    *mode = st.st_mode & 0777;
+    buf = malloc((size_t) st.st_size + 1);
+    while (buf != NULL && got < (size_t) st.st_size) {
+        r = read(fd, buf + got, (size_t) st.st_size - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;              /* shorter than fstat said: take what is there */
+        }
+        got += (size_t) r;
+    }
+    close(fd);
+    if (buf != NULL) {
+        buf[got] = '\0';
+        *len = got;
+    }
+    return buf;
+}
+
+
+/* where a whole line equal to line starts in text at or after from */
+static const char *
+find_line(const char *text, const char *from, const char *line)
+{
+    for (const char *p = from; (p = strstr(p, line)) != NULL; p++) {
+        if (p == text || p[-1] == '\n') {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+
+static int
+write_in_place(const char *path, const char *text, size_t len)
+{
+    int  fd, rc = -1;
+
+    fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return -1;
+    }
+    while (len > 0) {
+        ssize_t w = write(fd, text, len);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0) {
+            goto out;
+        }
+        text += w;
+        len -= (size_t) w;
+    }
+    rc = fsync(fd);
+out:
+    close(fd);
+    return rc;
+}
+
+
+int
+hosts_write_block(const char *path, const char *block)
+{
+    const char  *begin, *end;
+    char        *old, *text;
+    size_t       old_len, head, tail_at, len;
+    mode_t       mode, mask;
+    int          rc;
+
+    old = read_all(path, &old_len, &mode);
+    if (old == NULL) {
+        log_error("cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    begin = find_line(old, old, BEGIN_LINE);
+    end = begin ? find_line(old, begin, END_LINE) : NULL;
+    if (begin != NULL && end == NULL) {
+        log_warn("%s: \"# BEGIN dstack-ctld\" without its END line; the"
+                 " block is taken to run to the end of the file", path);
+    }
+    if (begin != NULL) {
+        head = (size_t) (begin - old);
+        tail_at = end ? (size_t) (end - old) + strlen(END_LINE) : old_len;
+    } else {
+        head = tail_at = old_len;
+    }
+
+    /* old head, a newline if it lacks one, the block, old tail */
+    len = head + 1 + strlen(BEGIN_LINE) + strlen(block) + strlen(END_LINE)
+          + (old_len - tail_at);
+    text = malloc(len + 1);
+    if (text == NULL) {
+        free(old);
+        log_error("out of memory");
+        return -1;
+    }
+    len = 0;
+    memcpy(text, old, head);
+    len += head;
+    if (head > 0 && text[head - 1] != '\n') {
+        text[len++] = '\n';
+    }
+    len += (size_t) sprintf(text + len, "%s%s%s", BEGIN_LINE, block, END_LINE);
+    memcpy(text + len, old + tail_at, old_len - tail_at);
+    len += old_len - tail_at;
+    text[len] = '\0';
+
+    rc = 0;
+    if (len != old_len || memcmp(text, old, len) != 0) {
+        /* the file keeps its mode, whatever our umask */
+        mask = umask(0);
+        rc = file_write_atomic(path, text, len, mode);
+        umask(mask);
+        if (rc != 0 && (errno == EBUSY || errno == EXDEV)) {
+            log_warn("%s is a mount point: rewriting it in place", path);
+            rc = write_in_place(path, text, len);
+        }
+        if (rc != 0) {
+            log_error("cannot write %s: %s", path, strerror(errno));
+        }
+    }
+    free(text);
+    free(old);
+    return rc;
+}

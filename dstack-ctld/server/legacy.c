@@ -1,0 +1,198 @@
+/* Storage of the original API's node records. */
+
+#include <string.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "server/legacy.h"
+#include "server/store.h"
+
+
+static json_t *
+text_or_null(sqlite3_stmt *st, int col)
+{
+    const char *v = (const char *) sqlite3_column_text(st, col);
+
+    return v ? json_string(v) : json_null();
+}
+
+
+/* the original's NodeInfo, field order included */
+static json_t *
+record_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:s, s:s, s:s, s:o, s:o}",
+                     "uuid", (const char *) sqlite3_column_text(st, 0),
+                     "name", (const char *) sqlite3_column_text(st, 1),
+                     "node_type", (const char *) sqlite3_column_text(st, 2),
+                     "tailscale_ip", text_or_null(st, 3),
+                     "actual_hostname", text_or_null(st, 4));
+}
+
+
+
+
+
+
+static int
+update_exec(struct write_op *wop, sqlite3 *db)
+{
+    struct legacy_update_op  *op = (struct legacy_update_op *) wop;
+    sqlite3_stmt             *st;
+    const char               *owner;
+    int                       rc;
+
+    st = db_prepare(db, "SELECT app_id FROM legacy_nodes WHERE uuid = ?1");
+    if (st == NULL) {
+        goto failed;
+    }
+    sqlite3_bind_text(st, 1, op->uuid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        owner = (const char *) sqlite3_column_text(st, 0);
+        /* hardening over the original: an app cannot rewrite the record
+         * that another app created */
+        if (owner == NULL || strcmp(owner, op->app_id) != 0) {
+            sqlite3_finalize(st);
+            wop->status = 403;
+            wop->error = "Forbidden";
+            return -1;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        goto failed;
+    }
+    op->created = rc == SQLITE_DONE;
+
+    /* legacy special case of the original: only the newest etcd node stays */
+    if (strcmp(op->node_type, "etcd") == 0) {
+        st = db_prepare(db, "DELETE FROM legacy_nodes"
+                            " WHERE node_type = 'etcd' AND uuid != ?1");
+        if (st != NULL) {
+            sqlite3_bind_text(st, 1, op->uuid, -1, SQLITE_STATIC);
+        }
+        if (db_step_done(st, db) != 0) {
+            goto failed;
+        }
+    }
+
+    if (op->created) {
+        st = db_prepare(db, "INSERT INTO legacy_nodes (uuid, name, node_type,"
+                            " tailscale_ip, actual_hostname, app_id, updated_at)"
+                            " VALUES (?1, ?1, coalesce(?2, ''), ?3, ?4, ?5, ?6)");
+    } else {
+        st = db_prepare(db, "UPDATE legacy_nodes SET"
+                            " node_type = coalesce(?2, node_type),"
+                            " tailscale_ip = coalesce(?3, tailscale_ip),"
+                            " actual_hostname = coalesce(?4, actual_hostname),"
+                            " updated_at = ?6 WHERE uuid = ?1 AND app_id = ?5");
+    }
+    if (st == NULL) {
+        goto failed;
+    }
+    sqlite3_bind_text(st, 1, op->uuid, -1, SQLITE_STATIC);
+    db_bind_opt_text(st, 2, op->node_type);
+    db_bind_opt_text(st, 3, op->tailscale_ip);
+    db_bind_opt_text(st, 4, op->hostname);
+    sqlite3_bind_text(st, 5, op->app_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, clock_unix());
+    if (db_step_done(st, db) != 0) {
+        goto failed;
+    }
+
+    st = db_prepare(db, "SELECT uuid, name, node_type, tailscale_ip,"
+                        " actual_hostname FROM legacy_nodes WHERE uuid = ?1");
+    if (st == NULL) {
+        goto failed;
+    }
+    sqlite3_bind_text(st, 1, op->uuid, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        op->node = record_json(st);
+    }
+    sqlite3_finalize(st);
+    if (op->node == NULL) {
+        goto failed;
+    }
+    return 0;
+
+failed:
+    wop->status = 500;
+    wop->error = "storage error";
+    return -1;
+}
+
+
+void
+legacy_update_op_init(struct legacy_update_op *op)
+{
+    memset(op, 0, sizeof(*op));
+    op->op.exec = update_exec;
+}
+
+
+json_t *
+legacy_discover(sqlite3 *db, const char *node_type)
+{
+    sqlite3_stmt  *st;
+    json_t        *nodes;
+    bool           etcd = strcmp(node_type, "etcd") == 0;
+    int            rc;
+
+    st = db_prepare(db, "SELECT actual_hostname, tailscale_ip, uuid"
+                        " FROM legacy_nodes WHERE node_type = ?1"
+                        " AND actual_hostname IS NOT NULL AND actual_hostname != ''"
+                        " ORDER BY rowid");
+    if (st == NULL) {
+        return NULL;
+    }
+    sqlite3_bind_text(st, 1, node_type, -1, SQLITE_STATIC);
+    nodes = json_array();
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *host = (const char *) sqlite3_column_text(st, 0);
+        json_t     *e;
+
+        /* keys in the original's (sorted map) order */
+        e = json_pack("{s:s}", "hostname", host);
+        if (etcd) {
+            json_object_set_new(e, "hostname_with_port",
+                                json_sprintf("%s:2379", host));
+        }
+        json_object_set_new(e, "tailscale_ip", text_or_null(st, 1));
+        json_object_set_new(e, "uuid",
+                            json_string((const char *) sqlite3_column_text(st, 2)));
+        json_array_append_new(nodes, e);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(nodes);
+        return NULL;
+    }
+    return nodes;
+}
+
+
+json_t *
+legacy_list(sqlite3 *db)
+{
+    sqlite3_stmt  *st;
+    json_t        *nodes;
+    int            rc;
+
+    st = db_prepare(db, "SELECT uuid, name, node_type, tailscale_ip,"
+                        " actual_hostname FROM legacy_nodes ORDER BY rowid");
+    if (st == NULL) {
+        return NULL;
+    }
+    nodes = json_array();
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_array_append_new(nodes, record_json(st));
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(nodes);
+        return NULL;
+    }
+    return nodes;
+}

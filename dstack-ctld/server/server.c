@@ -1,0 +1,240 @@
+/*
+ * The server role's life cycle: data directory and its secrets, storage,
+ * the writer and long-poll threads, the HTTP front end, and an orderly
+ * stop on SIGINT/SIGTERM.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "lib/admin_token.h"
+#include "lib/log.h"
+#include "lib/wgkey.h"
+#include "server/http.h"
+#include "server/server.h"
+
+
+static int
+data_path(const struct server *srv, const char *name, char *out, size_t outsz)
+{
+    if (snprintf(out, outsz, "%s/%s", srv->cfg.data_dir, name) >= (int) outsz) {
+        log_error("data-dir path too long");
+        return -1;
+    }
+    return 0;
+}
+
+
+/* the original's shared_key: 64 random bytes, base64, made once */
+static int
+load_shared_key(struct server *srv)
+{
+    char           path[PATH_MAX], text[256];
+    unsigned char  raw[SHARED_KEY_BYTES];
+    ssize_t        n;
+    size_t         len;
+
+    if (data_path(srv, "shared_key", path, sizeof(path)) != 0) {
+        return -1;
+    }
+    n = file_read_small(path, text, sizeof(text));
+    if (n < 0 && errno == ENOENT) {
+        if (random_bytes(raw, sizeof(raw)) != 0) {
+            return -1;
+        }
+        b64_encode(raw, sizeof(raw), srv->shared_key);
+        OPENSSL_cleanse(raw, sizeof(raw));
+        if (file_write_atomic(path, srv->shared_key, strlen(srv->shared_key), 0600) != 0) {
+            log_error("cannot write %s: %s", path, strerror(errno));
+            return -1;
+        }
+        log_info("generated the shared key %s", path);
+        return 0;
+    }
+    if (n < 0) {
+        log_error("cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    len = strcspn(text, "\r\n");
+    if (b64_decode(text, len, raw, sizeof(raw), &len) != 0
+        || len != SHARED_KEY_BYTES)
+    {
+        log_error("%s does not hold 64 base64 bytes", path);
+        return -1;
+    }
+    b64_encode(raw, sizeof(raw), srv->shared_key);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    OPENSSL_cleanse(text, sizeof(text));
+    return 0;
+}
+
+
+/* enough descriptors for max-connections long polls */
+static void
+raise_fd_limit(struct server *srv)
+{
+    struct rlimit  rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0
+        && rl.rlim_cur < srv->cfg.max_connections + 64)
+    {
+        log_warn("open file limit %llu is below max-connections %" PRIu64,
+                 (unsigned long long) rl.rlim_cur, srv->cfg.max_connections);
+    }
+}
+
+
+static int
+server_run(struct server *srv)
+{
+    char                 path[PATH_MAX];
+    struct writer_hooks  hooks;
+    sigset_t             stop_signals;
+    int                  sig, lock_fd, rc = 1;
+    unsigned             every;
+
+    /*
+     * Peer snapshots and discovery answers are built and freed whole, a few
+     * MB with 10 000 nodes; by default glibc gives such memory back to the
+     * kernel at once and faults it in again on the next request, which
+     * costs more than building the JSON.  Keep up to 64 MB around instead.
+     */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+
+    /* the database and its WAL hold token hashes: nobody else reads them */
+    umask(077);
+    if (dir_ensure(srv->cfg.data_dir, 0700) != 0) {
+        log_error("cannot create %s: %s", srv->cfg.data_dir, strerror(errno));
+        return 1;
+    }
+    /* one server per data directory */
+    lock_fd = dir_lock(srv->cfg.data_dir, "lock", "dstack-ctld server");
+    if (lock_fd < 0 || load_shared_key(srv) != 0 || admin_token_load_or_create(srv->cfg.data_dir,
+                                      srv->admin_token_hash) != 0
+        || data_path(srv, "wg.key", path, sizeof(path)) != 0
+        || wgkey_load_or_create(path, NULL, srv->reg.hub_public_key) != 0
+        || data_path(srv, "ctld.db", path, sizeof(path)) != 0)
+    {
+        return 1;
+    }
+
+    /* stop signals are taken by sigwait() below; every thread inherits
+     * the mask, so none of them is interrupted by one */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(srv);
+
+    if (store_open(&srv->store, path) != 0
+        || registry_open(&srv->reg, srv->store.wdb, srv->pool_base,
+                         srv->pool_prefix, srv->hub_addr) != 0)
+    {
+        goto done;
+    }
+    srv->reg.longpoll = longpoll_start(atomic_load(&srv->reg.version));
+    if (srv->reg.longpoll == NULL) {
+        goto done;
+    }
+
+    /* housekeeping often enough that a short tombstone-ttl is honoured */
+    every = srv->cfg.tombstone_ttl / 2 < 60 ? (unsigned) srv->cfg.tombstone_ttl / 2 : 60;
+    hooks = (struct writer_hooks) {
+        .arg = &srv->reg,
+        .committed = registry_committed,
+        .aborted = registry_aborted,
+        .maintain = registry_maintain,
+        .maintain_every_ms = (every ? every : 1) * 1000,
+    };
+    srv->writer = writer_start(srv->store.wdb, &hooks);
+    if (srv->writer == NULL || http_start(srv) != 0) {
+        goto done;
+    }
+
+    log_info("dstack-ctld server listening on %s; pool %s, hub %s (%s),"
+             " peer version %" PRIu64 ", %" PRIu64 " nodes, epoch %s",
+             srv->cfg.listen, srv->reg.pool_cidr, srv->reg.hub_address,
+             srv->reg.hub_public_key, atomic_load(&srv->reg.version),
+             atomic_load(&srv->reg.nodes), srv->reg.epoch);
+
+    do {
+        if (sigwait(&stop_signals, &sig) != 0) {
+            sig = SIGTERM;
+        }
+    } while (sig != SIGINT && sig != SIGTERM);
+    log_info("signal %d: stopping", sig);
+    rc = 0;
+
+done:
+    /*
+     * Order matters: libmicrohttpd must not be stopped while a connection
+     * is suspended.  Parked polls are woken and no new one parks; the
+     * writer runs what is queued (resuming those requests) and refuses
+     * more; then every suspended connection has been resumed.
+     */
+    if (srv->reg.longpoll != NULL) {
+        longpoll_shutdown(srv->reg.longpoll);
+    }
+    if (srv->writer != NULL) {
+        writer_stop(srv->writer);
+    }
+    http_stop(srv);
+    if (srv->reg.longpoll != NULL) {
+        longpoll_free(srv->reg.longpoll);
+    }
+    registry_close(&srv->reg);
+    store_close(&srv->store);
+    if (lock_fd >= 0) {
+        close(lock_fd);
+    }
+    return rc;
+}
+
+
+int
+server_main(int argc, char **argv)
+{
+    struct server  *srv;
+    char           *extra[1];
+    int             npos, rc;
+
+    srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        return 1;
+    }
+    rc = server_config_load(&srv->cfg, argc, argv, extra, 1, &npos);
+    if (rc == 1) {
+        server_usage(stdout);
+        rc = 0;
+    } else if (rc != 0 || npos != 0) {
+        if (npos != 0) {
+            fprintf(stderr, "server: unexpected argument \"%s\"\n", extra[0]);
+        }
+        rc = 2;
+    } else if (server_config_apply(srv) != 0) {
+        rc = 2;
+    } else {
+        rc = server_run(srv);
+    }
+    server_config_free(srv);
+    free(srv);
+    return rc;
+}

@@ -1,0 +1,502 @@
+/*
+ * The VPC API: join with a one-time key, peer updates as a long poll,
+ * node listing and removal, metrics.  See README.md for the shapes.
+ */
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "lib/log.h"
+#include "lib/validate.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/peers.h"
+#include "server/registry.h"
+#include "server/store.h"
+
+
+/* a string member: 1 present, 0 absent or null, -1 wrong type (answered) */
+static int
+member_string(struct http_req *r, json_t *obj, const char *key, const char **out)
+{
+    json_t  *v = json_object_get(obj, key);
+    char     msg[64];
+
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_string(v)) {
+        snprintf(msg, sizeof(msg), "%s must be a string", key);
+        http_error(r, 400, msg);
+        return -1;
+    }
+    *out = json_string_value(v);
+    /* an embedded NUL (\u0000) would make the C string lie about its length */
+    if (strlen(*out) != json_string_length(v)) {
+        snprintf(msg, sizeof(msg), "invalid %s", key);
+        http_error(r, 400, msg);
+        return -1;
+    }
+    return 1;
+}
+
+
+static bool
+admin_token(struct http_req *r, const unsigned char hash[SHA256_LEN])
+{
+    return CRYPTO_memcmp(hash, r->srv->admin_token_hash, SHA256_LEN) == 0;
+}
+
+
+/* --- join --- */
+
+struct join_state {
+    struct join_op  op;
+    char            token[TOKEN_HEX_LEN + 1];
+    bool            with_peers;
+};
+
+
+static void
+join_state_free(void *p)
+{
+    OPENSSL_cleanse(p, sizeof(struct join_state));
+    free(p);
+}
+
+
+static enum MHD_Result
+join_answer(struct http_req *r, struct join_state *st)
+{
+    struct registry  *reg = &r->srv->reg;
+    struct node      *n = &st->op.node;
+    struct write_op  *op = &st->op.op;
+    char              addr[IPAM_ADDR_LEN];
+    json_t           *out, *peers;
+    sqlite3          *db;
+
+    if (r->async == ASYNC_REFUSED) {
+        return http_error(r, 503, "server is shutting down");
+    }
+    if (op->status != 0) {
+        static const char *const why[] = {
+            NULL, "unknown key", "key already used", "key expired",
+            "key of another app"
+        };
+        if (st->op.key_failure != KEY_OK) {
+            metrics_key_failure(st->op.key_failure);
+        }
+        if (op->status == 503) {
+            metrics_inc(M_POOL_EXHAUSTED);
+        }
+        return http_error_why(r, op->status, op->error, why[st->op.key_failure]);
+    }
+    if (!r->committed) {
+        return http_error(r, 500, "storage error");
+    }
+
+    metrics_inc(M_JOINS);
+    if (st->op.rejoined) {
+        metrics_inc(M_REJOINS);
+    }
+    ipam_format(n->address, addr);
+    log_info("node %s (id %" PRId64 ", app %s, instance %s) %s at %s, version %"
+             PRIu64, n->name, n->id, n->app_id, n->instance_id,
+             st->op.rejoined ? "re-joined" : "joined", addr, n->version);
+
+    out = json_pack("{s:I, s:s, s:s++, s:s, s:s, s:s}",
+                    "node_id", (json_int_t) n->id,
+                    "name", n->name,
+                    "dns_name", n->name, ".", DNS_DOMAIN,
+                    "address", addr,
+                    "prefix", reg->pool_cidr,
+                    "node_token", st->token);
+    if (out == NULL) {
+        return http_error(r, 500, "out of memory");
+    }
+
+    if (!st->with_peers) {
+        json_object_set_new(out, "epoch", json_string(reg->epoch));
+        json_object_set_new(out, "version", json_integer((json_int_t) n->version));
+        return http_json(r, 200, out);
+    }
+
+    /* the peer set as of now, at least as new as this join */
+    db = store_reader(&r->srv->store);
+    peers = NULL;
+    if (db != NULL && db_begin_read(db) == 0) {
+        peers = peers_since(reg, db, n->id, 0, NULL);
+        db_end_read(db);
+    }
+    if (peers == NULL) {
+        /* the join itself is stored: the node can fetch peers with a poll */
+        json_decref(out);
+        return http_error(r, 500, "storage error reading the peer set");
+    }
+    json_object_update(out, peers);
+    json_decref(peers);
+    return http_json(r, 200, out);
+}
+
+
+enum MHD_Result
+api_v1_join(struct http_req *r)
+{
+    struct join_state  *st = r->data;
+    const char         *key = NULL, *pub = NULL, *endpoint = NULL, *name = NULL;
+    json_t             *body, *wp;
+    int                 rc;
+
+    if (st != NULL) {
+        return join_answer(r, st);
+    }
+
+    body = http_json_body(r);
+    if (body == NULL) {
+        return MHD_YES;
+    }
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        json_decref(body);
+        return http_error(r, 500, "out of memory");
+    }
+    r->data = st;
+    r->data_free = join_state_free;
+    join_op_init(&st->op, &r->srv->reg);
+    st->with_peers = true;
+
+    /* member_string() answers the wrong types itself */
+    rc = member_string(r, body, "pre_auth_key", &key);
+    if (rc <= 0) {
+        json_decref(body);
+        return rc < 0 ? MHD_YES : http_error(r, 400, "pre_auth_key is required");
+    }
+    rc = member_string(r, body, "public_key", &pub);
+    if (rc <= 0) {
+        json_decref(body);
+        return rc < 0 ? MHD_YES : http_error(r, 400, "public_key is required");
+    }
+    if (member_string(r, body, "endpoint", &endpoint) < 0
+        || member_string(r, body, "name", &name) < 0)
+    {
+        json_decref(body);
+        return MHD_YES;
+    }
+    wp = json_object_get(body, "with_peers");
+    if (wp != NULL && !json_is_boolean(wp)) {
+        json_decref(body);
+        return http_error(r, 400, "with_peers must be a boolean");
+    }
+    st->with_peers = wp == NULL || json_is_true(wp);
+
+    if (!wg_key_valid(pub)) {
+        json_decref(body);
+        return http_error(r, 400, "public_key must be a base64 WireGuard key (32 bytes)");
+    }
+    snprintf(st->op.public_key, sizeof(st->op.public_key), "%s", pub);
+
+    if (endpoint != NULL && endpoint[0] != '\0') {
+        if (!endpoint_valid(endpoint)) {
+            json_decref(body);
+            return http_error(r, 400, "endpoint must be HOST:PORT");
+        }
+        snprintf(st->op.endpoint, sizeof(st->op.endpoint), "%s", endpoint);
+    }
+    if (name != NULL) {
+        if (strlen(name) > DNS_LABEL_MAX) {
+            json_decref(body);
+            return http_error(r, 400, "name must be a DNS label");
+        }
+        snprintf(st->op.name, sizeof(st->op.name), "%s", name);
+        if (!dns_label_normalize(st->op.name)) {
+            json_decref(body);
+            return http_error(r, 400, "name must be a DNS label");
+        }
+    }
+
+    /* a key of the wrong shape cannot exist: refuse it like an unknown one */
+    if (strlen(key) != TOKEN_HEX_LEN || !ident_valid(key, TOKEN_HEX_LEN)) {
+        json_decref(body);
+        metrics_key_failure(KEY_UNKNOWN);
+        return http_error_why(r, 401, "invalid pre-auth key", "malformed key");
+    }
+    sha256(key, TOKEN_HEX_LEN, st->op.key_hash);
+    json_decref(body);
+
+    snprintf(st->op.app_id, sizeof(st->op.app_id), "%s", r->app_id);
+    if (token_new(st->token, st->op.token_hash) != 0) {
+        return http_error(r, 500, "no randomness");
+    }
+    return http_submit(r, &st->op.op);
+}
+
+
+/* --- peers: the long poll --- */
+
+struct poll_state {
+    uint64_t  since;
+    uint64_t  deadline_ms;
+    char      epoch[EPOCH_LEN + 1];
+    bool      has_epoch;
+};
+
+
+static enum MHD_Result
+poll_answer(struct http_req *r, struct poll_state *ps)
+{
+    struct server    *srv = r->srv;
+    struct registry  *reg = &srv->reg;
+    unsigned char     hash[SHA256_LEN];
+    struct node       self;
+    json_t           *out;
+    sqlite3          *db;
+    int               rc;
+    bool              same_epoch;
+
+    if (!http_bearer_hash(r, hash)) {
+        return http_unauthorized_bearer(r, "node token required");
+    }
+
+    db = store_reader(&srv->store);
+    if (db == NULL || db_begin_read(db) != 0) {
+        return http_error(r, 500, "storage error");
+    }
+    if (admin_token(r, hash)) {
+        /* the hub (`dstack-ctld node --hub`): every node, and the hub's
+         * own entry, which tells it its address and the pool; no node
+         * has id 0, so nobody is left out */
+        self.id = 0;
+    } else {
+        /* checked on every wake-up too: a removed node learns it at once */
+        rc = registry_node_by_token(db, hash, &self);
+        if (rc <= 0) {
+            db_end_read(db);
+            return rc < 0 ? http_error(r, 500, "storage error")
+                          : http_unauthorized_bearer(r, "unknown node token");
+        }
+    }
+    if (self.id != 0 && r->app_id[0] == '\0') {
+        const char *app = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                      "x-dstack-app-id");
+        if (app != NULL) {
+            snprintf(r->app_id, sizeof(r->app_id), "%s", app);
+            if (strlen(app) >= sizeof(r->app_id) || !app_id_normalize(r->app_id)
+                || strcmp(r->app_id, self.app_id) != 0)
+            {
+                /* behind nginx a token only works for the app it was issued to */
+                db_end_read(db);
+                r->app_id[0] = '\0';
+                return http_error(r, 403, "node token belongs to another app");
+            }
+        }
+    }
+
+    same_epoch = !ps->has_epoch || strcmp(ps->epoch, reg->epoch) == 0;
+    if (same_epoch && ps->since == atomic_load(&reg->version)
+        && !r->timed_out && ps->deadline_ms > clock_mono_ms())
+    {
+        db_end_read(db);
+        return http_park(r, ps->since, ps->deadline_ms);
+    }
+
+    out = peers_since(reg, db, self.id, ps->since, ps->has_epoch ? ps->epoch : NULL);
+    db_end_read(db);
+    if (out == NULL) {
+        return http_error(r, 500, "storage error");
+    }
+    return http_json(r, 200, out);
+}
+
+
+enum MHD_Result
+api_v1_peers(struct http_req *r)
+{
+    struct poll_state  *ps = r->data;
+    const char         *v;
+    uint64_t            wait = 0;
+    int                 rc;
+
+    if (ps != NULL) {
+        return poll_answer(r, ps);
+    }
+    ps = calloc(1, sizeof(*ps));
+    if (ps == NULL) {
+        return http_error(r, 500, "out of memory");
+    }
+    r->data = ps;
+    r->data_free = free;
+
+    rc = http_arg(r, "since", 20, &v);
+    if (rc < 0 || (rc == 1 && !parse_u64(v, INT64_MAX, &ps->since))) {
+        return http_error(r, 400, "since must be a version number");
+    }
+    rc = http_arg(r, "wait", 20, &v);
+    if (rc < 0 || (rc == 1 && !parse_u64(v, UINT32_MAX, &wait))) {
+        return http_error(r, 400, "wait must be a number of seconds");
+    }
+    if (wait > r->srv->cfg.max_wait) {
+        wait = r->srv->cfg.max_wait;
+    }
+    rc = http_arg(r, "epoch", EPOCH_LEN, &v);
+    if (rc < 0 || (rc == 1 && (strlen(v) != EPOCH_LEN || !ident_valid(v, EPOCH_LEN)))) {
+        return http_error(r, 400, "epoch must be the 16 characters a server gave");
+    }
+    if (rc == 1) {
+        snprintf(ps->epoch, sizeof(ps->epoch), "%s", v);
+        ps->has_epoch = true;
+    }
+    ps->deadline_ms = clock_mono_ms() + wait * 1000;
+    return poll_answer(r, ps);
+}
+
+
+/* --- admin: list and remove --- */
+
+static json_t *
+node_admin_json(const struct node *n)
+{
+    char  addr[IPAM_ADDR_LEN];
+
+    ipam_format(n->address, addr);
+    return json_pack("{s:I, s:s, s:s++, s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:I}",
+                     "id", (json_int_t) n->id,
+                     "name", n->name,
+                     "dns_name", n->name, ".", DNS_DOMAIN,
+                     "app_id", n->app_id,
+                     "instance_id", n->instance_id,
+                     "address", addr,
+                     "public_key", n->public_key,
+                     "endpoint", n->endpoint[0] ? json_string(n->endpoint) : json_null(),
+                     "version", (json_int_t) n->version,
+                     "created_at", (json_int_t) n->created_at,
+                     "updated_at", (json_int_t) n->updated_at);
+}
+
+
+enum MHD_Result
+api_v1_nodes(struct http_req *r)
+{
+    unsigned char   hash[SHA256_LEN];
+    sqlite3        *db;
+    sqlite3_stmt   *st = NULL;
+    json_t         *nodes;
+    uint64_t        version = 0;
+    struct node     n;
+    char            sql[256];
+    int             rc = SQLITE_ERROR;
+
+    if (!http_bearer_hash(r, hash) || !admin_token(r, hash)) {
+        return http_unauthorized_bearer(r, "admin token required");
+    }
+
+    db = store_reader(&r->srv->store);
+    if (db == NULL || db_begin_read(db) != 0) {
+        return http_error(r, 500, "storage error");
+    }
+    nodes = json_array();
+    snprintf(sql, sizeof(sql), "SELECT %s FROM nodes ORDER BY id", registry_node_columns);
+    if (meta_get_int(db, "version", &version) == 0
+        && (st = db_prepare(db, sql)) != NULL)
+    {
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            registry_node_fill(st, &n);
+            json_array_append_new(nodes, node_admin_json(&n));
+        }
+    }
+    sqlite3_finalize(st);
+    db_end_read(db);
+    if (rc != SQLITE_DONE) {
+        json_decref(nodes);
+        return http_error(r, 500, "storage error");
+    }
+    return http_json(r, 200, json_pack("{s:I, s:I, s:o}",
+                                       "count", (json_int_t) json_array_size(nodes),
+                                       "version", (json_int_t) version,
+                                       "nodes", nodes));
+}
+
+
+enum MHD_Result
+api_v1_node_remove(struct http_req *r)
+{
+    struct remove_op  *op = r->data;
+    unsigned char      hash[SHA256_LEN];
+    struct node        self;
+    sqlite3           *db;
+    char               addr[IPAM_ADDR_LEN];
+    int                rc;
+
+    if (op != NULL) {
+        if (r->async == ASYNC_REFUSED) {
+            return http_error(r, 503, "server is shutting down");
+        }
+        if (op->op.status != 0 || !r->committed) {
+            return http_error(r, op->op.status ? op->op.status : 500,
+                              op->op.error ? op->op.error : "storage error");
+        }
+        metrics_inc(M_REMOVALS);
+        ipam_format(op->node.address, addr);
+        log_info("node %s (id %" PRId64 ", %s) removed by %s, version %" PRIu64,
+                 op->node.name, op->node.id, addr,
+                 op->requester ? "itself" : "the admin", op->version);
+        return http_json(r, 200, json_pack("{s:{s:I, s:s, s:s}, s:I}",
+                                           "removed", "id", (json_int_t) op->node.id,
+                                           "name", op->node.name, "address", addr,
+                                           "version", (json_int_t) op->version));
+    }
+
+    if (!http_bearer_hash(r, hash)) {
+        return http_unauthorized_bearer(r, "admin or node token required");
+    }
+    op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        return http_error(r, 500, "out of memory");
+    }
+    r->data = op;
+    r->data_free = free;
+    remove_op_init(op, &r->srv->reg);
+
+    if (!admin_token(r, hash)) {
+        /* a node may leave: its own token removes itself */
+        db = store_reader(&r->srv->store);
+        rc = db ? registry_node_by_token(db, hash, &self) : -1;
+        if (rc <= 0) {
+            return rc < 0 ? http_error(r, 500, "storage error")
+                          : http_unauthorized_bearer(r, "admin or node token required");
+        }
+        op->requester = self.id;
+    }
+
+    snprintf(op->selector, sizeof(op->selector), "%s", r->param);
+    if (strlen(r->param) > DNS_LABEL_MAX || !dns_label_normalize(op->selector)) {
+        return http_error(r, 400, "a node is named by its id or its name");
+    }
+    return http_submit(r, &op->op);
+}
+
+
+enum MHD_Result
+api_metrics(struct http_req *r)
+{
+    struct server          *srv = r->srv;
+    struct metrics_gauges   g;
+    struct writer_stats     ws;
+    char                   *text;
+
+    writer_stats(srv->writer, &ws);
+    g.nodes = atomic_load(&srv->reg.nodes);
+    g.version = atomic_load(&srv->reg.version);
+    g.longpolls_waiting = longpoll_waiting(srv->reg.longpoll);
+    g.write_batches = ws.batches;
+    g.write_ops = ws.ops;
+    g.write_failed_commits = ws.failed_commits;
+
+    text = metrics_render(&g);
+    if (text == NULL) {
+        return http_error(r, 500, "out of memory");
+    }
+    return http_text_owned(r, 200, text, "text/plain; version=0.0.4; charset=utf-8");
+}

@@ -1,0 +1,248 @@
+/* Server settings: defaults, config file, environment, flags, checks. */
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "lib/validate.h"
+#include "server/ipam.h"
+#include "server/server.h"
+
+#define O(field)  offsetof(struct server_config, field)
+
+const struct opt  server_opts[] = {
+    { "listen", OPT_STRING, O(listen), 0, "ADDR",
+      "127.0.0.1:8000 (default), [::1]:8000 or unix:/path/to.sock",
+      "127.0.0.1:8000" },
+    { "data-dir", OPT_STRING, O(data_dir), 0, "DIR",
+      "database, keys and admin token (default /var/lib/dstack-ctld)",
+      "/var/lib/dstack-ctld" },
+    { "allowed-apps", OPT_STRING, O(allowed_apps), 0, "LIST",
+      "\"any\" or comma-separated app ids allowed to register\n"
+      "(default any; environment ALLOWED_APPS)",
+      "any" },
+    { "key-lifetime", OPT_DURATION, O(key_lifetime), 315360000, "DURATION",
+      "validity of a pre-auth key (default 1h)",
+      "1h" },
+    { "pool", OPT_STRING, O(pool), 0, "CIDR",
+      "VPN address pool, /8 to /30 (default 100.128.0.0/10)",
+      "100.128.0.0/10" },
+    { "server-address", OPT_STRING, O(server_address), 0, "IP",
+      "the server's own VPN address (default: first host of the pool)",
+      NULL },
+    { "server-name", OPT_STRING, O(server_name), 0, "LABEL",
+      "the server's name in the VPC (default vpc-server)",
+      "vpc-server" },
+    { "wg-endpoint", OPT_STRING, O(wg_endpoint), 0, "HOST:PORT",
+      "where nodes reach the server's WireGuard (default: none)",
+      NULL },
+    { "server-url", OPT_STRING, O(server_url), 0, "URL",
+      "server_url handed out by register (environment VPC_SERVER_URL;\n"
+      "default https://<server-app-id>-443s.<gateway-domain>)",
+      NULL },
+    { "server-app-id", OPT_STRING, O(server_app_id), 0, "ID",
+      "the server's own app id, for the default server_url",
+      NULL },
+    { "gateway-domain", OPT_STRING, O(gateway_domain), 0, "DOMAIN",
+      "the dstack gateway domain, for the default server_url",
+      NULL },
+    { "allow-remote", OPT_BOOL, O(allow_remote), 0, NULL,
+      "allow a non-loopback listen address (only behind nginx mesh_auth)",
+      NULL },
+    { "max-wait", OPT_DURATION, O(max_wait), 3600, "DURATION",
+      "upper bound of a peer long poll's wait (default 300s)",
+      "300s" },
+    { "tombstone-ttl", OPT_DURATION, O(tombstone_ttl), 315360000, "DURATION",
+      "how long removals stay diffable (default 7d)",
+      "7d" },
+    { "threads", OPT_UINT, O(threads), 64, "N",
+      "HTTP threads, each with its own epoll loop (default 2)",
+      "2" },
+    { "max-connections", OPT_UINT, O(max_connections), 1000000, "N",
+      "concurrent HTTP connections, long polls included (default 16384)",
+      "16384" },
+    { "max-body", OPT_UINT, O(max_body), 16777216, "BYTES",
+      "largest request body accepted (default 65536)",
+      "65536" },
+    { "socket-mode", OPT_OCTAL, O(socket_mode), 0777, "MODE",
+      "permissions of a unix listen socket, octal (default 0660)",
+      "0660" },
+    { "log-level", OPT_STRING, O(log_level), 0, "LEVEL",
+      "error, warn, info (default) or debug",
+      "info" },
+    { NULL, 0, 0, 0, NULL, NULL, NULL }
+};
+
+
+/* the original server's environment */
+static const struct opt_env  server_env[] = {
+    { "ALLOWED_APPS",   "allowed-apps" },
+    { "VPC_SERVER_URL", "server-url" },
+};
+
+
+int
+server_config_load(struct server_config *cfg, int argc, char **argv,
+                   char **positional, int max_pos, int *npos)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    return settings_load(server_opts, cfg, "server", server_env,
+                         sizeof(server_env) / sizeof(server_env[0]),
+                         argc, argv, positional, max_pos, npos);
+}
+
+
+static int
+parse_allowed_apps(struct server *srv)
+{
+    char  *list, *save = NULL, *tok;
+
+    if (strcmp(srv->cfg.allowed_apps, "any") == 0) {
+        srv->allow_any_app = true;
+        return 0;
+    }
+    list = strdup(srv->cfg.allowed_apps);
+    if (list == NULL) {
+        return -1;
+    }
+    for (tok = strtok_r(list, ", \t", &save); tok != NULL;
+         tok = strtok_r(NULL, ", \t", &save))
+    {
+        char **grown;
+
+        if (!app_id_normalize(tok)) {
+            fprintf(stderr, "allowed-apps: \"%s\" is not an app id\n", tok);
+            free(list);
+            return -1;
+        }
+        grown = realloc(srv->allowed_apps, (srv->nallowed_apps + 1) * sizeof(char *));
+        if (grown == NULL || (grown[srv->nallowed_apps] = strdup(tok)) == NULL) {
+            srv->allowed_apps = grown ? grown : srv->allowed_apps;
+            free(list);
+            return -1;
+        }
+        srv->allowed_apps = grown;
+        srv->nallowed_apps++;
+    }
+    free(list);
+    /* an empty list admits nobody, as in the original; say so */
+    if (srv->nallowed_apps == 0) {
+        log_warn("allowed-apps is empty: every register call will be refused");
+    }
+    return 0;
+}
+
+
+int
+server_config_apply(struct server *srv)
+{
+    struct server_config  *cfg = &srv->cfg;
+    struct registry       *reg = &srv->reg;
+
+    if (log_set_level_name(cfg->log_level) != 0) {
+        return -1;
+    }
+
+    if (addr_spec_parse(cfg->listen, &srv->listen) != 0) {
+        fprintf(stderr, "listen: \"%s\" is not HOST:PORT, [V6]:PORT or unix:/PATH\n",
+                cfg->listen);
+        return -1;
+    }
+    if (parse_allowed_apps(srv) != 0) {
+        return -1;
+    }
+
+    if (ipam_parse_cidr(cfg->pool, &srv->pool_base, &srv->pool_prefix) != 0) {
+        fprintf(stderr, "pool: \"%s\" is not an IPv4 prefix /%d../%d with the"
+                " host bits clear\n", cfg->pool, IPAM_MIN_PREFIX, IPAM_MAX_PREFIX);
+        return -1;
+    }
+    srv->hub_addr = srv->pool_base + 1;
+    if (cfg->server_address != NULL) {
+        uint32_t size = (uint32_t) 1 << (32 - srv->pool_prefix);
+        if (ipam_parse_addr(cfg->server_address, &srv->hub_addr) != 0
+            || srv->hub_addr <= srv->pool_base
+            || srv->hub_addr >= srv->pool_base + size - 1)
+        {
+            fprintf(stderr, "server-address: \"%s\" is not a host address of %s\n",
+                    cfg->server_address, cfg->pool);
+            return -1;
+        }
+    }
+
+    snprintf(reg->hub_name, sizeof(reg->hub_name), "%s", cfg->server_name);
+    if (strlen(cfg->server_name) >= sizeof(reg->hub_name)
+        || !dns_label_normalize(reg->hub_name))
+    {
+        fprintf(stderr, "server-name: \"%s\" is not a DNS label\n", cfg->server_name);
+        return -1;
+    }
+    if (cfg->wg_endpoint != NULL) {
+        if (!endpoint_valid(cfg->wg_endpoint)) {
+            fprintf(stderr, "wg-endpoint: \"%s\" is not HOST:PORT\n", cfg->wg_endpoint);
+            return -1;
+        }
+        snprintf(reg->hub_endpoint, sizeof(reg->hub_endpoint), "%s", cfg->wg_endpoint);
+    }
+
+    if (cfg->server_url != NULL) {
+        srv->server_url = strdup(cfg->server_url);
+    } else if (cfg->server_app_id != NULL && cfg->gateway_domain != NULL) {
+        /* the original's rule, on the mesh port: <app_id>-443s.<domain> */
+        size_t n = strlen(cfg->server_app_id) + strlen(cfg->gateway_domain) + 16;
+        srv->server_url = malloc(n);
+        if (srv->server_url != NULL) {
+            snprintf(srv->server_url, n, "https://%s-443s.%s",
+                     cfg->server_app_id, cfg->gateway_domain);
+        }
+    } else {
+        log_warn("no server-url, nor server-app-id and gateway-domain:"
+                 " register answers with an empty server_url");
+        srv->server_url = strdup("");
+    }
+    if (srv->server_url == NULL) {
+        return -1;
+    }
+
+    if (cfg->threads == 0 || cfg->max_connections < 16 || cfg->max_body < 1024) {
+        fprintf(stderr, "threads must be at least 1, max-connections 16,"
+                " max-body 1024\n");
+        return -1;
+    }
+    reg->tombstone_ttl = cfg->tombstone_ttl;
+    reg->key_retention = 3600;
+    return 0;
+}
+
+
+void
+server_config_free(struct server *srv)
+{
+    for (size_t i = 0; i < srv->nallowed_apps; i++) {
+        free(srv->allowed_apps[i]);
+    }
+    free(srv->allowed_apps);
+    free(srv->server_url);
+    opts_free(server_opts, &srv->cfg);
+}
+
+
+void
+server_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: dstack-ctld server [options]\n"
+        "\n"
+        "Runs the VPC server: node registry, one-time join keys, address pool,\n"
+        "peer updates, and the original dstack-vpc API.  It trusts the\n"
+        "x-dstack-app-id header, so it must sit behind nginx with mesh_auth.\n"
+        "\n"
+        "Settings come from the defaults, then the config file (--config, or\n"
+        "the environment's DSTACK_CTLD_CONFIG; section [server]), then the\n"
+        "environment (ALLOWED_APPS, VPC_SERVER_URL), then these flags:\n"
+        "\n");
+    opts_usage(out, server_opts);
+}

@@ -1,0 +1,658 @@
+
+/*
+ * dstack mesh: configuration.  The directive handlers, the certificate, CA
+ * and key files they load, and the checks a mesh_target location must pass;
+ * nothing here runs per request.
+ */
+
+
+#include "ngx_http_dstack_mesh.h"
+
+
+extern ngx_module_t  ngx_http_proxy_module;
+
+
+static char *ngx_http_dstack_mesh_target_param(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_http_complex_value_t **cv);
+static char *ngx_http_dstack_mesh_proxy_directive(ngx_conf_t *cf,
+    ngx_str_t *args, ngx_uint_t nargs);
+static ngx_uint_t ngx_http_dstack_mesh_valid_host(ngx_str_t *host,
+    const char *extra);
+static void ngx_http_dstack_mesh_identity_cleanup(void *data);
+static void ngx_http_dstack_mesh_store_cleanup(void *data);
+
+
+/* mesh_allow_apps any | app_id ...; */
+
+char *
+ngx_http_dstack_mesh_allow_apps(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_dstack_mesh_loc_conf_t *mlcf = conf;
+
+    ngx_str_t   *value, *app;
+    ngx_uint_t   i;
+
+    if (mlcf->allow_apps != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "any") == 0) {
+        mlcf->allow_apps = NULL;
+        return NGX_CONF_OK;
+    }
+
+    mlcf->allow_apps = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                        sizeof(ngx_str_t));
+    if (mlcf->allow_apps == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "any") == 0) {
+            return "\"any\" cannot be combined with app ids";
+        }
+
+        app = ngx_array_push(mlcf->allow_apps);
+        if (app == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        app->data = ngx_pnalloc(cf->pool, value[i].len + 1);
+        if (app->data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* checked and lowercased, as the caller's app_id is written */
+
+        if (!app_id_parse((char *) value[i].data, value[i].len,
+                          APP_ID_HEX_MAX, (char *) app->data))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid app id \"%V\" in \"%V\": expected "
+                               "an even number of hex digits, at most %d",
+                               &value[i], &cmd->name, APP_ID_HEX_MAX);
+            return NGX_CONF_ERROR;
+        }
+
+        app->len = value[i].len;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* mesh_target <app> [port=] [instance=] [tls=]; */
+
+char *
+ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dstack_mesh_loc_conf_t *mlcf = conf;
+
+    char                                *rv;
+    ngx_str_t                           *value;
+    ngx_uint_t                           i;
+    ngx_http_core_loc_conf_t            *clcf;
+    ngx_http_upstream_srv_conf_t        *uscf;
+    ngx_http_compile_complex_value_t     ccv;
+    ngx_http_dstack_mesh_target_conf_t  *tcf;
+
+    static ngx_str_t  proxy_pass[] = {
+        ngx_string("proxy_pass"), ngx_string("https://dstack_mesh_gateway")
+    };
+    static ngx_str_t  http_version[] = {
+        ngx_string("proxy_http_version"), ngx_string("1.1")
+    };
+    static ngx_str_t  host[] = {
+        ngx_string("proxy_set_header"), ngx_string("Host"),
+        ngx_string("$mesh_target_host")
+    };
+    static ngx_str_t  connection[] = {
+        ngx_string("proxy_set_header"), ngx_string("Connection"),
+        ngx_string("$mesh_connection")
+    };
+    static ngx_str_t  upgrade[] = {
+        ngx_string("proxy_set_header"), ngx_string("Upgrade"),
+        ngx_string("$http_upgrade")
+    };
+
+    if (mlcf->target) {
+        return "is duplicate";
+    }
+
+    tcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_target_conf_t));
+    if (tcf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = &tcf->app;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "port=", 5) == 0) {
+            rv = ngx_http_dstack_mesh_target_param(cf, &value[i], &tcf->port);
+
+        } else if (ngx_strncmp(value[i].data, "instance=", 9) == 0) {
+            rv = ngx_http_dstack_mesh_target_param(cf, &value[i],
+                                                   &tcf->instance);
+
+        } else if (ngx_strncmp(value[i].data, "tls=", 4) == 0) {
+            rv = ngx_http_dstack_mesh_target_param(cf, &value[i], &tcf->tls);
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+    }
+
+    mlcf->target = tcf;
+
+    uscf = ngx_http_dstack_mesh_upstream_add(cf);
+    if (uscf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_dstack_mesh_proxy_directive(cf, proxy_pass, 2)
+           != NGX_CONF_OK
+        || ngx_http_dstack_mesh_proxy_directive(cf, http_version, 2)
+           != NGX_CONF_OK
+        || ngx_http_dstack_mesh_proxy_directive(cf, host, 3) != NGX_CONF_OK
+        || ngx_http_dstack_mesh_proxy_directive(cf, connection, 3)
+           != NGX_CONF_OK
+        || ngx_http_dstack_mesh_proxy_directive(cf, upgrade, 3)
+           != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    ngx_http_dstack_mesh_proxy_handler = clcf->handler;
+    clcf->handler = ngx_http_dstack_mesh_target_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_dstack_mesh_target_param(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_complex_value_t **cv)
+{
+    ngx_str_t                          v;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (*cv) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate parameter \"%V\"", value);
+        return NGX_CONF_ERROR;
+    }
+
+    v.data = (u_char *) ngx_strchr(value->data, '=') + 1;
+    v.len = value->data + value->len - v.data;
+
+    *cv = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (*cv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &v;
+    ccv.complex_value = *cv;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Runs one of the proxy module's directives in the current context, as if
+ * the configuration said it.
+ */
+
+static char *
+ngx_http_dstack_mesh_proxy_directive(ngx_conf_t *cf, ngx_str_t *args,
+    ngx_uint_t nargs)
+{
+    char           *rv;
+    void          **confp;
+    ngx_array_t     a, *saved;
+    ngx_command_t  *cmd;
+
+    for (cmd = ngx_http_proxy_module.commands; cmd->name.len; cmd++) {
+        if (cmd->name.len == args[0].len
+            && ngx_strncmp(cmd->name.data, args[0].data, args[0].len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (cmd->name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "mesh_target: the proxy module has no \"%V\"",
+                           &args[0]);
+        return NGX_CONF_ERROR;
+    }
+
+    a.elts = args;
+    a.nelts = nargs;
+    a.size = sizeof(ngx_str_t);
+    a.nalloc = nargs;
+    a.pool = cf->pool;
+
+    saved = cf->args;
+    cf->args = &a;
+
+    confp = *(void **) ((char *) cf->ctx + cmd->conf);
+    rv = cmd->set(cf, cmd, confp[ngx_http_proxy_module.ctx_index]);
+
+    cf->args = saved;
+
+    if (rv == NGX_CONF_OK) {
+        return NGX_CONF_OK;
+    }
+
+    if (rv != NGX_CONF_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "mesh_target: \"%V\" %s", &args[0], rv);
+    }
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * mesh_gateway <domain[:port]> [address=<host:port>];
+ * mesh_gateway fixed/<host:port>;
+ */
+
+char *
+ngx_http_dstack_mesh_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dstack_mesh_loc_conf_t *mlcf = conf;
+
+    ngx_url_t                        u;
+    ngx_str_t                       *value, address;
+    ngx_uint_t                       i;
+    ngx_http_dstack_mesh_gateway_t  *gw;
+
+    if (mlcf->gateway != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    gw = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_gateway_t));
+    if (gw == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    ngx_str_null(&address);
+
+    if (ngx_strncmp(value[1].data, "fixed/", 6) == 0) {
+        if (cf->args->nelts != 2) {
+            return "takes no \"address=\" with \"fixed/\"";
+        }
+
+        address.data = value[1].data + 6;
+        address.len = value[1].len - 6;
+
+    } else {
+        for (i = 2; i < cf->args->nelts; i++) {
+            if (ngx_strncmp(value[i].data, "address=", 8) != 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            address.data = value[i].data + 8;
+            address.len = value[i].len - 8;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = value[1];
+        u.default_port = 443;
+        u.no_resolve = 1;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid gateway domain \"%V\"%s%s",
+                               &value[1], u.err ? ": " : "",
+                               u.err ? u.err : "");
+            return NGX_CONF_ERROR;
+        }
+
+        if (!ngx_http_dstack_mesh_valid_host(&u.host, "-.")) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid gateway domain \"%V\"", &u.host);
+            return NGX_CONF_ERROR;
+        }
+
+        gw->domain = u.host;
+        gw->port = u.port;
+    }
+
+    if (address.len) {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = address;
+        u.default_port = 443;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid gateway address \"%V\"%s%s",
+                               &address, u.err ? ": " : "",
+                               u.err ? u.err : "");
+            return NGX_CONF_ERROR;
+        }
+
+        gw->address = &u.addrs[0];
+
+        if (gw->domain.len == 0) {
+            if (!ngx_http_dstack_mesh_valid_host(&u.host, "-.:[]")) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid gateway host \"%V\"", &u.host);
+                return NGX_CONF_ERROR;
+            }
+
+            gw->fixed_host = u.host;
+            gw->port = u.port;
+        }
+    }
+
+    mlcf->gateway = gw;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_dstack_mesh_trusted_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    X509_STORE          **store, *s;
+    ngx_str_t            *value, file;
+    ngx_pool_cleanup_t   *cln;
+
+    store = (X509_STORE **) ((char *) conf + cmd->offset);
+
+    if (*store != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    s = X509_STORE_new();
+    if (s == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        X509_STORE_free(s);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_dstack_mesh_store_cleanup;
+    cln->data = s;
+
+    if (X509_STORE_load_locations(s, (char *) file.data, NULL) != 1) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%V\": cannot load CA certificates from \"%s\"",
+                      &cmd->name, file.data);
+        return NGX_CONF_ERROR;
+    }
+
+    *store = s;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_dstack_mesh_agent_socket(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_dstack_mesh_loc_conf_t *mlcf = conf;
+
+    ngx_url_t   u;
+    ngx_str_t  *value;
+
+    if (mlcf->agent != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.len = value[1].len + sizeof("unix:") - 1;
+    u.url.data = ngx_pnalloc(cf->pool, u.url.len);
+    if (u.url.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(u.url.data, "unix:%V", &value[1]);
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid guest agent socket \"%V\"%s%s",
+                           &value[1], u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    mlcf->agent = &u.addrs[0];
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_http_dstack_mesh_identity_t *
+ngx_http_dstack_mesh_load_identity(ngx_conf_t *cf, ngx_str_t *certificate,
+    ngx_str_t *key)
+{
+    BIO                              *bio;
+    X509                             *x509;
+    ngx_str_t                         cert_file, key_file;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_dstack_mesh_identity_t  *id;
+
+    cert_file = *certificate;
+    key_file = *key;
+
+    if (ngx_conf_full_name(cf->cycle, &cert_file, 1) != NGX_OK
+        || ngx_conf_full_name(cf->cycle, &key_file, 1) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    id = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_identity_t));
+    if (id == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_dstack_mesh_identity_cleanup;
+    cln->data = id;
+
+    id->chain = sk_X509_new_null();
+    if (id->chain == NULL) {
+        return NULL;
+    }
+
+    /* the chain as GetTlsKey returns it: leaf first */
+
+    bio = BIO_new_file((char *) cert_file.data, "r");
+    if (bio == NULL) {
+        goto failed;
+    }
+
+    id->certificate = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL);
+
+    while (id->certificate) {
+        x509 = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (x509 == NULL) {
+            /* the end of the file is an error to OpenSSL, not to us */
+            ERR_clear_error();
+            break;
+        }
+
+        if (sk_X509_push(id->chain, x509) == 0) {
+            X509_free(x509);
+            BIO_free(bio);
+            goto failed;
+        }
+    }
+
+    BIO_free(bio);
+
+    if (id->certificate == NULL) {
+        goto failed;
+    }
+
+    bio = BIO_new_file((char *) key_file.data, "r");
+    if (bio == NULL) {
+        goto failed;
+    }
+
+    id->key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+
+    if (id->key == NULL || X509_check_private_key(id->certificate, id->key)
+                           != 1)
+    {
+        goto failed;
+    }
+
+    return id;
+
+failed:
+
+    ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                  "cannot load mesh certificate \"%s\" and key \"%s\"",
+                  cert_file.data, key_file.data);
+    return NULL;
+}
+
+
+/*
+ * A location that routes to other apps must be able to prove who it is and
+ * to check who answers; nothing leaves without the app_id pinned.
+ */
+
+char *
+ngx_http_dstack_mesh_check_target(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_loc_conf_t *conf)
+{
+    ngx_http_upstream_conf_t  *ucf;
+
+    if (conf->gateway == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_target\" needs \"mesh_gateway\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->identity == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_target\" needs \"mesh_certificate\" and "
+                           "\"mesh_certificate_key\": the identity it "
+                           "presents to other apps");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->trusted == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_target\" needs "
+                           "\"mesh_trusted_certificate\": without the CA "
+                           "the peer's app_id cannot be verified");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * The app_id is pinned from the balancer's set_session hook, which the
+     * upstream code calls only with session reuse on.  The proxy module's
+     * location configuration starts with its ngx_http_upstream_conf_t.
+     */
+
+    ucf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_proxy_module);
+
+    if (!ucf->ssl_session_reuse) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_target\" needs "
+                           "\"proxy_ssl_session_reuse on\" (the default): "
+                           "the peer's app_id is checked from its hook");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* host names end up in SNI, Host headers and JSON: letters, digits, extra */
+
+static ngx_uint_t
+ngx_http_dstack_mesh_valid_host(ngx_str_t *host, const char *extra)
+{
+    u_char  *p;
+
+    for (p = host->data; p < host->data + host->len; p++) {
+        if (!ngx_http_dstack_mesh_isalnum(*p) && ngx_strchr(extra, *p) == NULL)
+        {
+            return 0;
+        }
+    }
+
+    return host->len > 0;
+}
+
+
+static void
+ngx_http_dstack_mesh_identity_cleanup(void *data)
+{
+    ngx_http_dstack_mesh_identity_t  *id = data;
+
+    X509_free(id->certificate);
+    EVP_PKEY_free(id->key);
+
+    if (id->chain) {
+        sk_X509_pop_free(id->chain, X509_free);
+    }
+}
+
+
+static void
+ngx_http_dstack_mesh_store_cleanup(void *data)
+{
+    X509_STORE_free(data);
+}
