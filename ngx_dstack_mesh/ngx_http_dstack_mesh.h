@@ -99,7 +99,8 @@ typedef enum {
     NGX_HTTP_DSTACK_MESH_CALLER_NO_CERT,
     NGX_HTTP_DSTACK_MESH_CALLER_NOT_VERIFIED,
     NGX_HTTP_DSTACK_MESH_CALLER_NO_APP_ID,
-    NGX_HTTP_DSTACK_MESH_CALLER_OK
+    NGX_HTTP_DSTACK_MESH_CALLER_OK,
+    NGX_HTTP_DSTACK_MESH_CALLER_MISDIRECTED   /* another server verified it */
 } ngx_http_dstack_mesh_caller_status_e;
 
 
@@ -168,6 +169,7 @@ char *ngx_http_dstack_mesh_check_target(ngx_conf_t *cf,
 
 /* inbound */
 ngx_int_t ngx_http_dstack_mesh_inbound_init(ngx_conf_t *cf);
+char *ngx_http_dstack_mesh_check_auth(ngx_conf_t *cf);
 ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -195,8 +197,8 @@ ngx_int_t ngx_http_dstack_mesh_agent_request(ngx_http_request_t *r,
 /* request headers */
 ngx_int_t ngx_http_dstack_mesh_remove_headers(ngx_http_request_t *r,
     const ngx_str_t *names);
-ngx_int_t ngx_http_dstack_mesh_add_header(ngx_http_request_t *r,
-    ngx_str_t *key, ngx_str_t *value);
+ngx_int_t ngx_http_dstack_mesh_replace_header(ngx_http_request_t *r,
+    const ngx_str_t *names, ngx_str_t *key, ngx_str_t *value);
 
 /* a short JSON answer, {"error": "..."} or the agent's /gateway */
 ngx_int_t ngx_http_dstack_mesh_send_json(ngx_http_request_t *r,

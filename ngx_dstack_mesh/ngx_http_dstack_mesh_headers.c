@@ -1,16 +1,21 @@
 
 /*
- * dstack mesh: removing and adding request headers.
+ * dstack mesh: removing and replacing request headers.
  *
- * Names compare case-insensitively with '_' equal to '-': with
- * underscores_in_headers on, CGI-style backends map "x_dstack_app_id" and
- * "x-dstack-app-id" to the same HTTP_X_DSTACK_APP_ID.
+ * Names compare case-insensitively on their letters and digits alone:
+ * with underscores_in_headers on or ignore_invalid_headers off, CGI-style
+ * backends map "x_dstack_app_id" and "x.dstack.app.id" to the same
+ * HTTP_X_DSTACK_APP_ID as "x-dstack-app-id".
  */
 
 
 #include "ngx_http_dstack_mesh.h"
 
 
+static ngx_uint_t ngx_http_dstack_mesh_count_headers(ngx_http_request_t *r,
+    const ngx_str_t *names, ngx_uint_t *total);
+static ngx_int_t ngx_http_dstack_mesh_copy_headers(ngx_http_request_t *r,
+    const ngx_str_t *names, ngx_uint_t size);
 static ngx_uint_t ngx_http_dstack_mesh_header_matches(ngx_str_t *key,
     const ngx_str_t *names);
 
@@ -25,10 +30,68 @@ ngx_int_t
 ngx_http_dstack_mesh_remove_headers(ngx_http_request_t *r,
     const ngx_str_t *names)
 {
+    ngx_uint_t  n;
+
+    if (ngx_http_dstack_mesh_count_headers(r, names, &n) == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_dstack_mesh_copy_headers(r, names, n);
+}
+
+
+/*
+ * Replaces every header matching "names" with "key: value", always on a
+ * new list: a subrequest's list is a copy of its parent's list head, whose
+ * parts it shares, so appending to it would write into the parent's.
+ */
+
+ngx_int_t
+ngx_http_dstack_mesh_replace_header(ngx_http_request_t *r,
+    const ngx_str_t *names, ngx_str_t *key, ngx_str_t *value)
+{
+    ngx_uint_t        n;
+    ngx_table_elt_t  *h;
+
+    (void) ngx_http_dstack_mesh_count_headers(r, names, &n);
+
+    if (ngx_http_dstack_mesh_copy_headers(r, names, n + 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    h = ngx_list_push(&r->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->key = *key;
+    h->value = *value;
+
+    /* nginx finds headers by the lowercased name */
+
+    h->lowcase_key = ngx_pnalloc(r->pool, key->len);
+    if (h->lowcase_key == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = ngx_hash_strlow(h->lowcase_key, key->data, key->len);
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}
+
+
+/* returns how many headers match "names"; "total" gets how many there are */
+
+static ngx_uint_t
+ngx_http_dstack_mesh_count_headers(ngx_http_request_t *r,
+    const ngx_str_t *names, ngx_uint_t *total)
+{
     ngx_uint_t        i, n, found;
-    ngx_list_t        old;
     ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *copy;
+    ngx_table_elt_t  *h;
 
     found = 0;
     n = 0;
@@ -42,14 +105,27 @@ ngx_http_dstack_mesh_remove_headers(ngx_http_request_t *r,
         }
     }
 
-    if (!found) {
-        return NGX_OK;
-    }
+    *total = n;
+
+    return found;
+}
+
+
+/* a new list of "size" slots holding the headers that match no name */
+
+static ngx_int_t
+ngx_http_dstack_mesh_copy_headers(ngx_http_request_t *r,
+    const ngx_str_t *names, ngx_uint_t size)
+{
+    ngx_uint_t        i;
+    ngx_list_t        old;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy;
 
     /* the list head embeds its first part: walk a copy */
     old = r->headers_in.headers;
 
-    if (ngx_list_init(&r->headers_in.headers, r->pool, n,
+    if (ngx_list_init(&r->headers_in.headers, r->pool, ngx_max(size, 1),
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
@@ -77,65 +153,40 @@ ngx_http_dstack_mesh_remove_headers(ngx_http_request_t *r,
 }
 
 
-/* appends "key: value"; nginx finds headers by the lowercased name */
-
-ngx_int_t
-ngx_http_dstack_mesh_add_header(ngx_http_request_t *r, ngx_str_t *key,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_in.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->key = *key;
-    h->value = *value;
-
-    h->lowcase_key = ngx_pnalloc(r->pool, key->len);
-    if (h->lowcase_key == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = ngx_hash_strlow(h->lowcase_key, key->data, key->len);
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    return NGX_OK;
-}
-
-
 static ngx_uint_t
 ngx_http_dstack_mesh_header_matches(ngx_str_t *key, const ngx_str_t *names)
 {
-    u_char      c;
-    size_t      len;
-    ngx_uint_t  i, prefix;
+    u_char      *k, *kend, *n, *nend;
+    ngx_uint_t   prefix;
 
     for ( /* void */ ; names->len; names++) {
 
-        prefix = (names->data[names->len - 1] == '*');
-        len = names->len - prefix;
+        n = names->data;
+        nend = n + names->len;
+        prefix = (nend[-1] == '*');
+        nend -= prefix;
 
-        if (prefix ? key->len < len : key->len != len) {
-            continue;
-        }
+        k = key->data;
+        kend = k + key->len;
 
-        for (i = 0; i < len; i++) {
-            c = ngx_tolower(key->data[i]);
-
-            if (c == '_') {
-                c = '-';
+        for ( ;; ) {
+            while (n < nend && !ngx_http_dstack_mesh_isalnum(*n)) {
+                n++;
             }
 
-            if (c != names->data[i]) {
+            while (k < kend && !ngx_http_dstack_mesh_isalnum(*k)) {
+                k++;
+            }
+
+            if (n == nend || k == kend || ngx_tolower(*k) != *n) {
                 break;
             }
+
+            n++;
+            k++;
         }
 
-        if (i == len) {
+        if (n == nend && (prefix || k == kend)) {
             return 1;
         }
     }

@@ -219,6 +219,10 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->auth, prev->auth, 0);
     ngx_conf_merge_ptr_value(conf->allow_apps, prev->allow_apps, NULL);
 
+    if (conf->auth && ngx_http_dstack_mesh_check_auth(cf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_merge_ptr_value(conf->gateway, prev->gateway, NULL);
 
     if (ngx_http_dstack_mesh_merge_identity(cf, conf, prev) != NGX_OK) {

@@ -182,7 +182,8 @@ ngx_http_dstack_mesh_bad_target(ngx_http_request_t *r, const char *reason)
 {
     ngx_str_t  body;
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+    /* the client's mistake: "info", like nginx's own client errors */
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "mesh: bad target: %s", reason);
 
     body.data = ngx_pnalloc(r->pool, sizeof("{\"error\":\"\"}") - 1

@@ -411,6 +411,8 @@ invalid app id
 --- cvm
         ssl_verify_client on;
 --- config
+    ssl_verify_client on;
+
     location /t {
         mesh_auth on;
         proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
@@ -427,6 +429,8 @@ mesh: caller not authenticated: not a TLS connection
 
 === TEST 18: "return" runs before the access phase, so mesh_auth cannot guard it
 --- config
+    ssl_verify_client on;
+
     location /t {
         mesh_auth on;
         return 200 "unguarded\n";
