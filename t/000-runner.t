@@ -6,6 +6,8 @@
 
 use Test::Nginx::Socket;
 
+$ENV{TEST_NGINX_HTML_DIR} ||= html_dir();
+
 repeat_each(2);
 no_shuffle();
 no_long_string();

@@ -18,6 +18,8 @@
 
 use Test::Nginx::Socket 'no_plan';
 
+$ENV{TEST_NGINX_HTML_DIR} ||= html_dir();
+
 my $default_cvm = <<'CONF';
         ssl_verify_client on;
         mesh_auth on;

@@ -59,10 +59,11 @@ my $ErrorLog  = "$LogDir/error.log";
 # log, which is where an upstream-built nginx would have put it.
 my $StderrLog = "$LogDir/stderr.log";
 
-# Config sections may use these as $TEST_NGINX_*, as with upstream.
+# Config sections may use these as $TEST_NGINX_*, as with upstream.  Like
+# upstream, we leave TEST_NGINX_HTML_DIR to the test files, which set it
+# from html_dir() when they use it.
 $ENV{TEST_NGINX_SERVER_PORT} ||= $Port;
 $ENV{TEST_NGINX_SERVER_ROOT} = $ENV{TEST_NGINX_SERVROOT} = $ServRoot;
-$ENV{TEST_NGINX_HTML_DIR}  ||= $HtmlDir;
 
 sub repeat_each (@)      { $RepeatEach = shift if @_; $RepeatEach }
 sub log_level (@)        { $LogLevel = shift if @_; $LogLevel }
