@@ -374,9 +374,9 @@ ngx_http_dstack_mesh_app_allowed(ngx_array_t *apps, ngx_str_t *app_id)
 
 /*
  * The client's own x-dstack-app-id headers go, in every spelling; the
- * verified and allowed app id, when there is one, takes their place.  A
- * value of $http_x_dstack_app_id read earlier (by "set", or a "map" read
- * in the rewrite phase) is dropped from the request's variable cache.
+ * verified and allowed app id, when there is one, takes their place.
+ * nginx caches $http_x_dstack_app_id once read (by "set", say): the cached
+ * value goes, so later reads see the new header.
  */
 
 static ngx_int_t
