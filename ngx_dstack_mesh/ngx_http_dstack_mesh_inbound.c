@@ -49,7 +49,7 @@ static ngx_http_dstack_mesh_caller_t  ngx_http_dstack_mesh_no_tls = {
 static ngx_http_dstack_mesh_caller_t  ngx_http_dstack_mesh_misdirected = {
     NGX_HTTP_DSTACK_MESH_CALLER_MISDIRECTED,
     "the certificate was verified by another server "
-    "(the TLS server name and the Host header differ)",
+    "(the TLS server name and Host pick different servers)",
     ngx_null_string, ""
 };
 

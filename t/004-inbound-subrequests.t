@@ -421,7 +421,7 @@ with app-a's id; nginx itself compares SNI with Host only when there is SNI.
 GET /t/api
 --- error_code: 421
 --- error_log
-mesh: caller not authenticated: the certificate was verified by another server (the TLS server name and the Host header differ)
+mesh: caller not authenticated: the certificate was verified by another server (the TLS server name and Host pick different servers)
 
 
 
