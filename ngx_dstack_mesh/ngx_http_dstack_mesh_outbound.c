@@ -13,7 +13,8 @@
  *     proxy_set_header Upgrade $http_upgrade;
  *
  * and puts its own content handler in front of the proxy's (see
- * ngx_http_dstack_mesh_conf.c).  That handler, here, validates the target,
+ * ngx_http_dstack_mesh_conf.c; at server level, these settings go to a
+ * location of their own).  That handler, here, validates the target,
  * decides the route (gateway passthrough with the app_id pinned,
  * gateway-terminated TLS, or the local guest agent) and removes the
  * x-dstack-target-* and x-dstack-app-id request headers.  The
@@ -81,6 +82,26 @@ ngx_http_dstack_mesh_target_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_dstack_mesh_proxy_handler(r);
+}
+
+
+/*
+ * mesh_target at server level, for requests that match no location: they
+ * move to the implicit location that holds its proxy settings (see
+ * ngx_http_dstack_mesh_target()), as requests move into an "if" block.
+ */
+
+ngx_int_t
+ngx_http_dstack_mesh_server_target_handler(ngx_http_request_t *r)
+{
+    ngx_http_dstack_mesh_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    r->loc_conf = mlcf->target_location;
+    ngx_http_update_location_config(r);
+
+    return ngx_http_dstack_mesh_target_handler(r);
 }
 
 
