@@ -177,9 +177,11 @@ ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
 
 /*
  * outbound: mesh_target puts the target handler in front of the proxy
- * module's content handler, which it keeps here for the handler to call
+ * module's content handler, which it keeps here for the handler to call,
+ * with the index of the proxy's $proxy_host
  */
 extern ngx_http_handler_pt  ngx_http_dstack_mesh_proxy_handler;
+extern ngx_int_t            ngx_http_dstack_mesh_proxy_host_index;
 
 ngx_int_t ngx_http_dstack_mesh_target_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_dstack_mesh_server_target_handler(ngx_http_request_t *r);

@@ -221,6 +221,7 @@ ngx_http_dstack_mesh_proxy_to_target(ngx_conf_t *cf)
         ngx_string("proxy_set_header"), ngx_string("Upgrade"),
         ngx_string("$http_upgrade")
     };
+    static ngx_str_t  proxy_host = ngx_string("proxy_host");
 
     if (ngx_http_dstack_mesh_upstream_add(cf) == NULL) {
         return NGX_CONF_ERROR;
@@ -236,6 +237,12 @@ ngx_http_dstack_mesh_proxy_to_target(ngx_conf_t *cf)
         || ngx_http_dstack_mesh_proxy_directive(cf, upgrade, 3)
            != NGX_CONF_OK)
     {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_http_dstack_mesh_proxy_host_index =
+                                  ngx_http_get_variable_index(cf, &proxy_host);
+    if (ngx_http_dstack_mesh_proxy_host_index == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 

@@ -42,6 +42,9 @@ static void ngx_http_dstack_mesh_resolve_cleanup(void *data);
 /* the proxy module's content handler, which ours calls; set by mesh_target */
 ngx_http_handler_pt  ngx_http_dstack_mesh_proxy_handler;
 
+/* the proxy module's $proxy_host; set by mesh_target */
+ngx_int_t  ngx_http_dstack_mesh_proxy_host_index;
+
 
 static ngx_str_t  ngx_http_dstack_mesh_forwarded_names[] = {
     ngx_string("x-dstack-target-*"),
@@ -358,11 +361,29 @@ ngx_int_t
 ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_http_variable_value_t   *proxy_host;
     ngx_http_dstack_mesh_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
 
-    if (ctx == NULL || ctx->host.len == 0) {
+    if (ctx == NULL) {
+        /*
+         * A location nested in a mesh_target one, with a proxy_pass of its
+         * own, inherits "proxy_set_header Host $mesh_target_host": it gets
+         * the proxy's default Host instead of none.
+         */
+
+        proxy_host = ngx_http_get_indexed_variable(r,
+                                       ngx_http_dstack_mesh_proxy_host_index);
+        if (proxy_host == NULL) {
+            return NGX_ERROR;
+        }
+
+        *v = *proxy_host;
+        return NGX_OK;
+    }
+
+    if (ctx->host.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }

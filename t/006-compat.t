@@ -196,3 +196,20 @@ GET /plain/x
 --- error_code: 502
 --- error_log
 upstream SSL certificate does not match "not-a-mesh-peer.example"
+
+
+
+=== TEST 6: a location nested in a mesh_target one proxies with the proxy's Host
+--- config
+    location /mesh/ {
+        mesh_target bbbb000000000000000000000000000000000002;
+
+        location /mesh/plain/ {
+            proxy_pass http://unix:$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+    }
+--- request eval
+["GET /mesh/plain/x", "GET /mesh/x"]
+--- response_body eval
+["via= /mesh/plain/x caller= host=localhost level= upgrade=\n",
+ "via=cvm-b /mesh/x caller=$::A host=$::B-443s.gw.test level= upgrade=\n"]
