@@ -210,12 +210,13 @@ qr/\[info\] .*mesh: guest agent method "\w+" is not allowed by mesh_agent_method
 
 
 
-=== TEST 11: the default allows Info and GetQuote
+=== TEST 11: the default allows Info and GetQuote, however spelt
 --- agent: echo
 --- request eval
-["GET /info", "POST /get-quote\n{}"]
+["GET /info", "POST /get-quote\n{}", "GET /GET_QUOTE", "GET /INFO"]
 --- response_body eval
-["GET /Info host=localhost\n", "POST /GetQuote host=localhost\n"]
+["GET /Info host=localhost\n", "POST /GetQuote host=localhost\n",
+ "GET /GetQuote host=localhost\n", "GET /Info host=localhost\n"]
 
 
 
