@@ -733,11 +733,11 @@ ngx_http_dstack_mesh_check_target(ngx_conf_t *cf,
     ucf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_proxy_module);
 
     /*
-     * The pin callback verifies the peer; nginx's own check, inherited
-     * from an enclosing "proxy_ssl_verify on", would ask the certificate
-     * for the name "dstack_mesh_gateway" and refuse every target.  Proxy
-     * settings are merged before this module's, so nested locations keep
-     * their own.
+     * The balancer's set_session hook verifies the peer; nginx's own
+     * check, as "proxy_ssl_verify on" here or at an enclosing level asks,
+     * would want the name "dstack_mesh_gateway" in the certificate and
+     * refuse every target.  Proxy settings are merged before this
+     * module's, so nested locations have inherited the setting already.
      */
 
     ucf->ssl_verify = 0;
