@@ -11,7 +11,8 @@
  *                                    route, the gateway's address
  *   ngx_http_dstack_mesh_upstream.c  the balancer: pinning, the connection
  *                                    cache, TLS sessions
- *   ngx_http_dstack_mesh_agent.c     the guest-agent fallback
+ *   ngx_http_dstack_mesh_agent.c     the guest-agent fallback and its
+ *                                    mesh_agent_methods allowlist
  *   ngx_http_dstack_mesh_headers.c   request-header edits, JSON answers
  */
 
@@ -82,6 +83,8 @@ typedef struct {
 
     /* outbound */
     ngx_http_dstack_mesh_target_conf_t  *target;      /* this level only */
+    /* mesh_target at server level: the implicit location it set up */
+    void                               **target_location;
     ngx_http_dstack_mesh_gateway_t      *gateway;
     ngx_str_t                            certificate;
     ngx_str_t                            certificate_key;
@@ -89,6 +92,7 @@ typedef struct {
     X509_STORE                          *trusted;
     X509_STORE                          *gateway_trusted;
     ngx_addr_t                          *agent;
+    ngx_array_t                         *agent_methods; /* NULL: default */
 } ngx_http_dstack_mesh_loc_conf_t;
 
 
@@ -175,11 +179,14 @@ ngx_int_t ngx_http_dstack_mesh_app_id_variable(ngx_http_request_t *r,
 
 /*
  * outbound: mesh_target puts the target handler in front of the proxy
- * module's content handler, which it keeps here for the handler to call
+ * module's content handler, which it keeps here for the handler to call,
+ * with the index of the proxy's $proxy_host
  */
 extern ngx_http_handler_pt  ngx_http_dstack_mesh_proxy_handler;
+extern ngx_int_t            ngx_http_dstack_mesh_proxy_host_index;
 
 ngx_int_t ngx_http_dstack_mesh_target_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_dstack_mesh_server_target_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
@@ -193,6 +200,8 @@ ngx_int_t ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf);
 /* the guest-agent fallback for requests without a target app */
 ngx_int_t ngx_http_dstack_mesh_agent_request(ngx_http_request_t *r,
     ngx_http_dstack_mesh_ctx_t *ctx);
+char *ngx_http_dstack_mesh_agent_methods(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* request headers */
 ngx_int_t ngx_http_dstack_mesh_remove_headers(ngx_http_request_t *r,

@@ -14,6 +14,9 @@ extern ngx_module_t  ngx_http_proxy_module;
 
 static char *ngx_http_dstack_mesh_target_param(ngx_conf_t *cf,
     ngx_str_t *value, ngx_http_complex_value_t **cv);
+static char *ngx_http_dstack_mesh_proxy_to_target(ngx_conf_t *cf);
+static ngx_http_conf_ctx_t *ngx_http_dstack_mesh_implicit_location(
+    ngx_conf_t *cf);
 static char *ngx_http_dstack_mesh_proxy_directive(ngx_conf_t *cf,
     ngx_str_t *args, ngx_uint_t nargs);
 static ngx_uint_t ngx_http_dstack_mesh_valid_host(ngx_str_t *host,
@@ -95,31 +98,13 @@ ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                                *rv;
     ngx_str_t                           *value;
     ngx_uint_t                           i;
+    ngx_http_conf_ctx_t                 *ctx, *pctx;
     ngx_http_core_loc_conf_t            *clcf;
-    ngx_http_upstream_srv_conf_t        *uscf;
+    ngx_http_dstack_mesh_loc_conf_t     *tlcf;
     ngx_http_compile_complex_value_t     ccv;
     ngx_http_dstack_mesh_target_conf_t  *tcf;
 
-    static ngx_str_t  proxy_pass[] = {
-        ngx_string("proxy_pass"), ngx_string("https://dstack_mesh_gateway")
-    };
-    static ngx_str_t  http_version[] = {
-        ngx_string("proxy_http_version"), ngx_string("1.1")
-    };
-    static ngx_str_t  host[] = {
-        ngx_string("proxy_set_header"), ngx_string("Host"),
-        ngx_string("$mesh_target_host")
-    };
-    static ngx_str_t  connection[] = {
-        ngx_string("proxy_set_header"), ngx_string("Connection"),
-        ngx_string("$mesh_connection")
-    };
-    static ngx_str_t  upgrade[] = {
-        ngx_string("proxy_set_header"), ngx_string("Upgrade"),
-        ngx_string("$http_upgrade")
-    };
-
-    if (mlcf->target) {
+    if (mlcf->target || mlcf->target_location) {
         return "is duplicate";
     }
 
@@ -163,10 +148,82 @@ ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    mlcf->target = tcf;
+    if (cf->cmd_type != NGX_HTTP_SRV_CONF) {
+        mlcf->target = tcf;
+        return ngx_http_dstack_mesh_proxy_to_target(cf);
+    }
 
-    uscf = ngx_http_dstack_mesh_upstream_add(cf);
-    if (uscf == NULL) {
+    /*
+     * At server level, the proxy settings go to a location of their own,
+     * as those of "if" and "limit_except" blocks do, so that the server's
+     * locations inherit none of them; requests that match no location are
+     * switched to it.
+     */
+
+    ctx = ngx_http_dstack_mesh_implicit_location(cf);
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf = ctx->loc_conf[ngx_http_dstack_mesh_module.ctx_index];
+    tlcf->target = tcf;
+
+    pctx = cf->ctx;
+    cf->ctx = ctx;
+    rv = ngx_http_dstack_mesh_proxy_to_target(cf);
+    cf->ctx = pctx;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    mlcf->target_location = ctx->loc_conf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_dstack_mesh_server_target_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The current level proxies to the mesh as if it said
+ *
+ *     proxy_pass https://dstack_mesh_gateway;
+ *     proxy_http_version 1.1;
+ *     proxy_set_header Host $mesh_target_host;
+ *     proxy_set_header Connection $mesh_connection;
+ *     proxy_set_header Upgrade $http_upgrade;
+ *
+ * with the target handler in front of the proxy's.
+ */
+
+static char *
+ngx_http_dstack_mesh_proxy_to_target(ngx_conf_t *cf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    static ngx_str_t  proxy_pass[] = {
+        ngx_string("proxy_pass"), ngx_string("https://dstack_mesh_gateway")
+    };
+    static ngx_str_t  http_version[] = {
+        ngx_string("proxy_http_version"), ngx_string("1.1")
+    };
+    static ngx_str_t  host[] = {
+        ngx_string("proxy_set_header"), ngx_string("Host"),
+        ngx_string("$mesh_target_host")
+    };
+    static ngx_str_t  connection[] = {
+        ngx_string("proxy_set_header"), ngx_string("Connection"),
+        ngx_string("$mesh_connection")
+    };
+    static ngx_str_t  upgrade[] = {
+        ngx_string("proxy_set_header"), ngx_string("Upgrade"),
+        ngx_string("$http_upgrade")
+    };
+    static ngx_str_t  proxy_host = ngx_string("proxy_host");
+
+    if (ngx_http_dstack_mesh_upstream_add(cf) == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -183,12 +240,80 @@ ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_http_dstack_mesh_proxy_host_index =
+                                  ngx_http_get_variable_index(cf, &proxy_host);
+    if (ngx_http_dstack_mesh_proxy_host_index == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     ngx_http_dstack_mesh_proxy_handler = clcf->handler;
     clcf->handler = ngx_http_dstack_mesh_target_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * A location without a name under the current one, configured by nothing
+ * but what mesh_target sets and what it inherits, made as nginx makes the
+ * locations of "if" blocks: merged with the others, never matched by URI.
+ */
+
+static ngx_http_conf_ctx_t *
+ngx_http_dstack_mesh_implicit_location(ngx_conf_t *cf)
+{
+    void                      *mconf;
+    ngx_uint_t                 i;
+    ngx_http_module_t         *module;
+    ngx_http_conf_ctx_t       *ctx, *pctx;
+    ngx_http_core_loc_conf_t  *clcf, *pclcf;
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_conf_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    pctx = cf->ctx;
+    ctx->main_conf = pctx->main_conf;
+    ctx->srv_conf = pctx->srv_conf;
+
+    ctx->loc_conf = ngx_pcalloc(cf->pool,
+                                sizeof(void *) * ngx_http_max_module);
+    if (ctx->loc_conf == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        if (cf->cycle->modules[i]->type != NGX_HTTP_MODULE) {
+            continue;
+        }
+
+        module = cf->cycle->modules[i]->ctx;
+
+        if (module->create_loc_conf) {
+            mconf = module->create_loc_conf(cf);
+            if (mconf == NULL) {
+                return NULL;
+            }
+
+            ctx->loc_conf[cf->cycle->modules[i]->ctx_index] = mconf;
+        }
+    }
+
+    pclcf = pctx->loc_conf[ngx_http_core_module.ctx_index];
+
+    clcf = ctx->loc_conf[ngx_http_core_module.ctx_index];
+    clcf->loc_conf = ctx->loc_conf;
+    clcf->name = pclcf->name;
+    clcf->noname = 1;
+
+    if (ngx_http_add_location(cf, &pclcf->locations, clcf) != NGX_OK) {
+        return NULL;
+    }
+
+    return ctx;
 }
 
 
@@ -606,6 +731,16 @@ ngx_http_dstack_mesh_check_target(ngx_conf_t *cf,
      */
 
     ucf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_proxy_module);
+
+    /*
+     * The balancer's set_session hook verifies the peer; nginx's own
+     * check, as "proxy_ssl_verify on" here or at an enclosing level asks,
+     * would want the name "dstack_mesh_gateway" in the certificate and
+     * refuse every target.  Proxy settings are merged before this
+     * module's, so nested locations have inherited the setting already.
+     */
+
+    ucf->ssl_verify = 0;
 
     if (!ucf->ssl_session_reuse) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

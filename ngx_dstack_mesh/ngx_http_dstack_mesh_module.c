@@ -85,6 +85,13 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       0,
       NULL },
 
+    { ngx_string("mesh_agent_methods"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_dstack_mesh_agent_methods,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("mesh_keepalive"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -194,6 +201,7 @@ ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->target = NULL;
+     *     conf->target_location = NULL;
      *     conf->certificate = { 0, NULL };
      *     conf->certificate_key = { 0, NULL };
      */
@@ -205,6 +213,7 @@ ngx_http_dstack_mesh_create_loc_conf(ngx_conf_t *cf)
     conf->trusted = NGX_CONF_UNSET_PTR;
     conf->gateway_trusted = NGX_CONF_UNSET_PTR;
     conf->agent = NGX_CONF_UNSET_PTR;
+    conf->agent_methods = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -232,6 +241,7 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->gateway_trusted, prev->gateway_trusted,
                              NULL);
     ngx_conf_merge_ptr_value(conf->agent, prev->agent, NULL);
+    ngx_conf_merge_ptr_value(conf->agent_methods, prev->agent_methods, NULL);
 
     if (conf->target) {
         return ngx_http_dstack_mesh_check_target(cf, conf);

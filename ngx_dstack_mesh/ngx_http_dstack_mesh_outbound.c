@@ -13,7 +13,8 @@
  *     proxy_set_header Upgrade $http_upgrade;
  *
  * and puts its own content handler in front of the proxy's (see
- * ngx_http_dstack_mesh_conf.c).  That handler, here, validates the target,
+ * ngx_http_dstack_mesh_conf.c; at server level, these settings go to a
+ * location of their own).  That handler, here, validates the target,
  * decides the route (gateway passthrough with the app_id pinned,
  * gateway-terminated TLS, or the local guest agent) and removes the
  * x-dstack-target-* and x-dstack-app-id request headers.  The
@@ -40,6 +41,9 @@ static void ngx_http_dstack_mesh_resolve_cleanup(void *data);
 
 /* the proxy module's content handler, which ours calls; set by mesh_target */
 ngx_http_handler_pt  ngx_http_dstack_mesh_proxy_handler;
+
+/* the proxy module's $proxy_host; set by mesh_target */
+ngx_int_t  ngx_http_dstack_mesh_proxy_host_index;
 
 
 static ngx_str_t  ngx_http_dstack_mesh_forwarded_names[] = {
@@ -81,6 +85,26 @@ ngx_http_dstack_mesh_target_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_dstack_mesh_proxy_handler(r);
+}
+
+
+/*
+ * mesh_target at server level, for requests that match no location: they
+ * move to the implicit location that holds its proxy settings (see
+ * ngx_http_dstack_mesh_target()), as requests move into an "if" block.
+ */
+
+ngx_int_t
+ngx_http_dstack_mesh_server_target_handler(ngx_http_request_t *r)
+{
+    ngx_http_dstack_mesh_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    r->loc_conf = mlcf->target_location;
+    ngx_http_update_location_config(r);
+
+    return ngx_http_dstack_mesh_target_handler(r);
 }
 
 
@@ -338,11 +362,29 @@ ngx_int_t
 ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_http_variable_value_t   *proxy_host;
     ngx_http_dstack_mesh_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dstack_mesh_module);
 
-    if (ctx == NULL || ctx->host.len == 0) {
+    if (ctx == NULL) {
+        /*
+         * A location nested in a mesh_target one, with a proxy_pass of its
+         * own, inherits "proxy_set_header Host $mesh_target_host": it gets
+         * the proxy's default Host instead of none.
+         */
+
+        proxy_host = ngx_http_get_indexed_variable(r,
+                                       ngx_http_dstack_mesh_proxy_host_index);
+        if (proxy_host == NULL) {
+            return NGX_ERROR;
+        }
+
+        *v = *proxy_host;
+        return NGX_OK;
+    }
+
+    if (ctx->host.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }

@@ -32,7 +32,22 @@ for my $example (@examples) {
 
     $text =~ s{/etc/dstack/tls/([\w.]+)}{$tls{$1} // die "$example: $1"}ge;
     $text =~ s{/var/log/nginx/}{$dir/}g;
-    $text =~ s{\blisten\s+(\d+)}{listen 127.0.0.1:1$1}g;
+    # the outbound entry point speaks as this app: loopback only, and
+    # none of the guest agent's key-handing methods
+    if ($text =~ /^\s*mesh_target\b/m) {
+        my @listen = $text =~ /^\s*listen\s+(\S+)/mg;
+        ok(@listen && !grep({ !/\A(?:127\.0\.0\.1|\[::1\]|unix):/ } @listen),
+           "$example listens on the loopback address only")
+            or diag "listen @listen";
+    }
+    if ($text =~ /^\s*mesh_agent_socket\b/m) {
+        my ($methods) = $text =~ /^\s*mesh_agent_methods\s+([^;]*);/m;
+        ok(defined $methods && $methods !~ /\b(?:GetTlsKey|GetKey)\b/,
+           "$example allows no key-handing agent method")
+            or diag 'mesh_agent_methods ' . ($methods // '(unset)');
+    }
+
+    $text =~ s{\blisten\s+(?:127\.0\.0\.1:)?(\d+)}{listen 127.0.0.1:1$1}g;
 
     write_file("$dir/nginx.conf", nginx_conf($dir, <<"HTTP", log_level => 'error'));
     access_log $dir/access.log;
