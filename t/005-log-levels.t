@@ -96,3 +96,24 @@ X-Dstack-Target-Port: 80x
 qr/\[info\] .*mesh: bad target: target port must be a number from 1 to 65535/
 --- no_error_log
 [error]
+
+
+
+=== TEST 4: a path that names no guest agent method: 400, logged at info
+--- config
+    mesh_gateway gw.test address=127.0.0.1:1;
+    mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+    mesh_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    mesh_trusted_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+    mesh_agent_socket $TEST_NGINX_HTML_DIR/agent.sock;
+
+    location /prpc/ {
+        mesh_target $http_x_dstack_target_app;
+    }
+--- request
+GET /prpc/
+--- error_code: 400
+--- error_log eval
+qr/\[info\] .*mesh: "\/prpc\/" names no guest agent method/
+--- no_error_log
+[error]
