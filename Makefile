@@ -31,7 +31,9 @@ include mk/module.mk
 include dstack-ctld/wg.mk
 include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 
-# Every test through one prove run, so the last lines are its summary.
+# Every test through one TAP::Harness run (tests/run): prove's report, the
+# files that skipped and why, then "tests: N passed, N failed, N skipped".
+# Under CI=true a skipped file fails the run.
 TEST_CERTS  := $(BUILD)/test-certs
 NGX_STREAM_SO := /usr/lib/nginx/modules/ngx_stream_module.so
 TEST_ENV    := TEST_NGINX_BINARY=/usr/sbin/nginx \
@@ -43,7 +45,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) fuzz
 	t/certs.sh $(TEST_CERTS)
-	$(TEST_ENV) prove -It/lib $(PROVE_FLAGS) $(UNIT_TESTS) tests/*.t t/*.t
+	$(TEST_ENV) tests/run $(PROVE_FLAGS) $(UNIT_TESTS) tests/*.t t/*.t
 
 # The main job: a local VPC, told step by step (tests/vpc/demo.sh); runs
 # until Ctrl-C, or ONCE=1 to tear down and exit with the result.
