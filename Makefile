@@ -31,7 +31,9 @@ include mk/module.mk
 include dstack-ctld/wg.mk
 include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 
-# Every test through one prove run, so the last lines are its summary.
+# Every test through one TAP::Harness run (tests/run): prove's report, the
+# files that skipped and why, then "tests: N passed, N failed, N skipped".
+# Under CI=true a skipped file fails the run.
 TEST_CERTS  := $(BUILD)/test-certs
 NGX_STREAM_SO := /usr/lib/nginx/modules/ngx_stream_module.so
 TEST_ENV    := TEST_NGINX_BINARY=/usr/sbin/nginx \
@@ -43,7 +45,30 @@ test: deps
 	$(MAKE) all
 	$(MAKE) fuzz
 	t/certs.sh $(TEST_CERTS)
-	$(TEST_ENV) prove -It/lib $(PROVE_FLAGS) $(UNIT_TESTS) tests/*.t t/*.t
+	$(TEST_ENV) tests/run $(PROVE_FLAGS) $(UNIT_TESTS) tests/*.t t/*.t
+
+# The daemon and the simulator built with AddressSanitizer and UBSan into
+# build/asan, and the suites that drive them run against those builds.  A
+# sanitizer report anywhere (a daemon that went on, or one that died at
+# exit) lands in build/asan/reports and fails the target.
+ASAN_BUILD  := $(BUILD)/asan
+ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+               -fno-sanitize-recover=all
+ASAN_TESTS  := tests/agent-sim.t tests/ctld-*.t
+ASAN_ENV    := ASAN_OPTIONS=log_path=$(ASAN_BUILD)/reports/asan:detect_leaks=1 \
+               UBSAN_OPTIONS=log_path=$(ASAN_BUILD)/reports/ubsan:print_stacktrace=1 \
+               DSTACK_BIN=$(ASAN_BUILD)/bin
+
+.PHONY: test-asan
+test-asan: deps
+	$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_CFLAGS)" \
+	    LDFLAGS="-fsanitize=address,undefined" ctld agent-sim
+	rm -rf $(ASAN_BUILD)/reports && mkdir -p $(ASAN_BUILD)/reports
+	$(ASAN_ENV) tests/run $(ASAN_TESTS)
+	@if ls $(ASAN_BUILD)/reports/* >/dev/null 2>&1; then \
+	    head -60 $(ASAN_BUILD)/reports/*; \
+	    echo "sanitizer reports in $(ASAN_BUILD)/reports"; exit 1; \
+	fi
 
 # The main job: a local VPC, told step by step (tests/vpc/demo.sh); runs
 # until Ctrl-C, or ONCE=1 to tear down and exit with the result.

@@ -9,7 +9,7 @@ DEB_PACKAGES := \
 	libmicrohttpd-dev \
 	wireguard-tools wireguard-go iproute2 iputils-ping procps psmisc shellcheck \
 	qemu-system-x86 busybox-static cpio kmod \
-	perl libtest-base-perl libio-socket-ssl-perl
+	perl libtest-base-perl libio-socket-ssl-perl strace
 
 deps:
 	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' \

@@ -5,6 +5,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../dstack-ctld/tests";
 use CtldTest;
+use Digest::SHA ();
 use Test::More;
 
 my $APP = 'a1b2c3d4e5f60718293a4b5c6d7e8f9012345678';
@@ -132,8 +133,21 @@ is($nodes->{count}, 3, 'legacy records survive a restart');
 
 # register keys are stored only as hashes, never in the log
 my $key = req($srv, 'GET', '/api/register?instance_id=c', app => $APP)->{json}{pre_auth_key};
-my @rows = sqlite_rows($srv->db, "SELECT hex(key_hash) FROM preauth_keys");
-ok(!(grep { lc($_) eq $key } @rows), 'key not stored in clear');
+like($key, qr/^[0-9a-f]{64}$/, 'a pre-auth key was issued');
+my @rows = sqlite_rows($srv->db, "SELECT lower(hex(key_hash)) FROM preauth_keys");
+ok((grep { $_ eq Digest::SHA::sha256_hex($key) } @rows),
+   'its SHA-256 is stored');
+# the key must appear nowhere in the data directory (database, WAL, files),
+# neither as text nor as the bytes it encodes
+my ($clear_text, $clear_bytes) = (0, 0);
+for my $f (glob("$srv->{data}/*")) {
+    next unless -f $f;
+    my $content = do { local $/; open my $fh, '<:raw', $f or next; <$fh> };
+    $clear_text++ if index($content, $key) >= 0;
+    $clear_bytes++ if index($content, pack('H*', $key)) >= 0;
+}
+is($clear_text, 0, 'key not stored in clear (no file holds its text)');
+is($clear_bytes, 0, 'nor its raw bytes');
 unlike($srv->log_text, qr/$key/, 'key never logged');
 
 # default allowlist is "any"; the original's ALLOWED_APPS works too

@@ -134,9 +134,20 @@ sub ping_ok {
 
 # --- joining --------------------------------------------------------------
 
-start($_) for qw(alpha beta gamma);
+start($_) for qw(alpha beta);
+{
+    # the original's variable for the node type, rather than --node-type
+    local $ENV{VPC_NODE_TYPE} = 'mongodb';
+    start('gamma');
+}
 ok(wait_until(20, sub { keys %{ nodes() } == 3 }), 'alpha, beta, gamma joined')
     or diag($N{alpha}{node}->log_text);
+my $found;
+ok(wait_until(20, sub {
+    $found = decode_json(qx{curl -sS --unix-socket $sock -H 'x-dstack-app-id: $APP{one}' http://ctld/api/discover/mongodb} || '{}');
+    ($found->{count} // 0) == 1 }), 'VPC_NODE_TYPE reaches the server: discover/mongodb')
+    or diag(explain($found));
+is($found->{nodes}[0]{hostname}, 'gamma.dstack.internal', '  lists gamma');
 my $list = nodes();
 my $HUB_KEY;
 ok(wait_until(10, sub {

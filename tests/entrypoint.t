@@ -114,6 +114,7 @@ SKIP: {
     # SIGTERM goes to every child, the entrypoint exits 0
     for my $cvm (qw(n1 srv)) {
         my @kids = child_pids($pid{$cvm});
+        cmp_ok(scalar @kids, '>=', 2, "$cvm: nginx and dstack-ctld run under it");
         kill 'TERM', $pid{$cvm};
         my $status = reap($pid{$cvm}, 15);
         delete $pid{$cvm};

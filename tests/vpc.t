@@ -90,7 +90,11 @@ system("bash $vpc node-stop n4");
 
 # --- the data plane does not depend on the control plane
 
-system("bash $vpc server-kill");
+my $server_pid = pid_of('srv', 'ctld');
+is(system("bash $vpc server-kill"), 0, 'server-kill');
+ok(!kill(0, $server_pid), "the server daemon ($server_pid) is gone");
+ok(!in('srv', 'curl -sf -m 2 http://127.0.0.1:8000/health'),
+   'and nothing answers on its port');
 ok(in('n1', "ping -c 3 -i 0.2 -W 5 $addr{n3}"),
    'with the server daemon killed, n1 still reaches n3 through the hub');
 ok(in('n1', "ping -c 3 -i 0.2 -W 5 $addr{n2}"), 'and n2 directly');
@@ -98,8 +102,13 @@ system("bash $vpc server-start") == 0 or BAIL_OUT('server did not restart');
 
 # a node restart keeps its key and address and rebuilds no tunnel
 my $before = handshake_with('n1', $key{n2});
-system("bash $vpc node-stop n1");
+my $n1_pid = pid_of('n1', 'ctld');
+is(system("bash $vpc node-stop n1"), 0, 'node-stop n1');
+ok(!kill(0, $n1_pid), "n1's daemon ($n1_pid) is gone");
+is(system('flock -n /tmp/dv-test/n1/state/node.lock true'), 0,
+   "and nothing holds n1's node lock");
 system("bash $vpc node-start n1") == 0 or BAIL_OUT('n1 did not restart');
+isnt(pid_of('n1', 'ctld'), $n1_pid, 'n1 runs a new daemon');
 is(public_key('n1'), $key{n1}, 'n1 keeps its key across a restart');
 is(vpn_address('n1'), $addr{n1}, 'and its address');
 is(handshake_with('n1', $key{n2}), $before, 'and its session with n2');
@@ -110,6 +119,16 @@ ok(eventually(sub { in('n2', "getent hosts n4.dstack.internal") }),
    'after the server restart, nodes still follow changes');
 
 done_testing();
+
+
+# the pid vpc.sh recorded for a CVM's daemon
+sub pid_of {
+    my ($cvm, $what) = @_;
+    open my $fh, '<', "/tmp/dv-test/$cvm/$what.pid" or return 0;
+    my $pid = <$fh> // 0;
+    chomp $pid;
+    return $pid;
+}
 
 
 sub out {

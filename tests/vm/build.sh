@@ -4,11 +4,12 @@
 #   OUT/vmlinuz    Debian's cloud kernel (linux-image-cloud-amd64's image,
 #                  fetched with apt-get download and unpacked, never
 #                  installed; cached, so reruns are fast and offline)
-#   OUT/initrd.gz  busybox, wg, ip, wg-apply (and wg-apply-split beside it)
-#                  with their libraries, the modules WireGuard and veth
-#                  need, tests/vm/init as /init and the peers it applies
+#   OUT/initrd.gz  busybox, wg, ip, wg-apply (and wg-apply-split beside it),
+#                  dstack-ctld and dstack-agent-sim, with their libraries,
+#                  the modules WireGuard and veth need, tests/vm/init as
+#                  /init and the peers it applies
 #
-#   tests/vm/build.sh [OUT [WG_APPLY]]
+#   tests/vm/build.sh [OUT [WG_APPLY [BIN]]]     (BIN: default build/bin)
 #
 # Boot it by hand with:
 #   qemu-system-x86_64 -m 512 -nographic -no-reboot -kernel OUT/vmlinuz \
@@ -19,12 +20,13 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$(realpath -m "${1:-build/vm}")
 WG_APPLY=${2:-build/tests/wg-apply}
+BIN=${3:-build/bin}
 KDIR=$OUT/kernel
 ROOT=$OUT/root
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 
-for bin in "$WG_APPLY" "$WG_APPLY-split"; do
+for bin in "$WG_APPLY" "$WG_APPLY-split" "$BIN/dstack-ctld" "$BIN/dstack-agent-sim"; do
     [ -x "$bin" ] || die "$bin is missing: run make first"
 done
 for tool in busybox wg ip cpio gzip depmod modprobe dpkg-deb apt-get perl; do
@@ -84,6 +86,8 @@ copy_bin "$(command -v wg)" /usr/bin/wg
 copy_bin "$(command -v ip)" /usr/bin/ip        # busybox ip has no netns
 copy_bin "$WG_APPLY" /usr/bin/wg-apply
 copy_bin "$WG_APPLY-split" /usr/bin/wg-apply-split
+copy_bin "$BIN/dstack-ctld" /usr/bin/dstack-ctld
+copy_bin "$BIN/dstack-agent-sim" /usr/bin/dstack-agent-sim
 
 # modules in the order modprobe would load them
 : > "$ROOT/etc/modules"

@@ -119,7 +119,18 @@ for cvm in srv n1 n2; do
     grep -E '^(interface|peer)|endpoint|allowed ips|latest handshake' <<< "$wg_out" | indent
     grep -q '^peer' <<< "$wg_out" || bad "$cvm has no WireGuard peer"
 done
-ok "n1 and n2 peer directly (both have endpoints) and with the hub (the whole pool)"
+# what the sentence below claims, read back from WireGuard itself
+peering_ok=1
+for pair in "n1 n2" "n2 n1"; do
+    read -r cvm other <<< "$pair"
+    ips=$(in_cvm "$cvm" wg show "$WGP-$cvm" allowed-ips 2>/dev/null)
+    grep -q "[[:space:]]${ADDR[$other]%/*}/32\b" <<< "$ips" \
+        || { bad "$cvm has no direct peer for $other (${ADDR[$other]%/*}/32)"; peering_ok=; }
+    grep -q "[[:space:]]100\.128\.0\.0/10\b" <<< "$ips" \
+        || { bad "$cvm has no hub peer for the pool"; peering_ok=; }
+done
+[ -n "$peering_ok" ] &&
+    ok "n1 and n2 peer directly (both have endpoints) and with the hub (the whole pool)"
 
 step "Discovery through the mesh (the original API: GET /api/discover/worker)"
 show "curl -H 'x-dstack-target-app: $SRV' http://127.0.0.1/api/discover/worker   (on n1)"

@@ -69,6 +69,18 @@ die() { log "vpc.sh: $*"; exit 1; }
 
 ns() { local cvm=$1; shift; ip netns exec "$P-$cvm" "$@"; }
 
+# starts a daemon in a CVM's namespace, in the background, and records its
+# own pid: "ip netns exec" execs the command, so $! is the daemon itself
+# (a backgrounded shell function would give the pid of a wrapper subshell)
+spawn() {
+    local pidfile=$1 log=$2 cvm=$3 pid
+    shift 3
+    ip netns exec "$P-$cvm" "$@" 2>>"$log" &
+    pid=$!
+    echo "$pid" > "$pidfile"
+    wait_for "[ \"\$(readlink /proc/$pid/exe)\" = \"$(readlink -f "$1")\" ]" 5
+}
+
 # waits up to $2 seconds (default 20) for command $1 to succeed
 wait_for() {
     local what=$1 seconds=${2:-20} i
@@ -112,10 +124,9 @@ cvm_net() {
 agent_up() {
     local cvm=$1 dir=$DV_DIR/$1
     mkdir -p "$dir"
-    ns "$cvm" "$DSTACK_BIN/dstack-agent-sim" --socket "$dir/dstack.sock" \
-        --ca-dir "$DV_DIR/kms-ca" --app-id "${APP[$cvm]}" --app-name "$cvm" \
-        2>>"$dir/agent.log" &
-    echo $! > "$dir/agent.pid"
+    spawn "$dir/agent.pid" "$dir/agent.log" "$cvm" \
+        "$DSTACK_BIN/dstack-agent-sim" --socket "$dir/dstack.sock" \
+        --ca-dir "$DV_DIR/kms-ca" --app-id "${APP[$cvm]}" --app-name "$cvm"
     wait_for "[ -S $dir/dstack.sock ]"
     "$root/tools/dstack-tls-key" "$dir/dstack.sock" "$dir/tls" "$cvm"
 }
@@ -220,21 +231,19 @@ load_modules() {
 
 server_start() {
     local dir=$DV_DIR/srv
-    ns srv "$DSTACK_BIN/dstack-ctld" server --listen 127.0.0.1:8000 \
+    spawn "$dir/ctld.pid" "$dir/ctld.log" srv \
+        "$DSTACK_BIN/dstack-ctld" server --listen 127.0.0.1:8000 \
         --data-dir "$dir/data" --wg-endpoint "${IP[srv]}:51820" \
-        --server-app-id "$SRV_APP" --gateway-domain "$DOMAIN" \
-        2>>"$dir/ctld.log" &
-    echo $! > "$dir/ctld.pid"
+        --server-app-id "$SRV_APP" --gateway-domain "$DOMAIN"
     wait_for "ns srv curl -sf http://127.0.0.1:8000/health"
 }
 
 hub_start() {
     local dir=$DV_DIR/srv
-    ns srv "$DSTACK_BIN/dstack-ctld" node --hub --data-dir "$dir/data" \
+    spawn "$dir/hub.pid" "$dir/hub.log" srv \
+        "$DSTACK_BIN/dstack-ctld" node --hub --data-dir "$dir/data" \
         --server-url http://127.0.0.1:8000 --interface "$WGP-srv" \
-        --backend uapi --listen-port 51820 \
-        2>>"$dir/hub.log" &
-    echo $! > "$dir/hub.pid"
+        --backend uapi --listen-port 51820
 }
 
 node_start() {
@@ -242,15 +251,17 @@ node_start() {
     case " $NODE_ENDPOINTS " in
         *" $cvm "*) endpoint=(--endpoint "${IP[$cvm]}:51820") ;;
     esac
-    ns "$cvm" "$DSTACK_BIN/dstack-ctld" node \
+    # what this daemon logs starts here: node-start waits for its own lines
+    wc -c < "$dir/ctld.log" 2>/dev/null > "$dir/ctld.log.start" \
+        || echo 0 > "$dir/ctld.log.start"
+    spawn "$dir/ctld.pid" "$dir/ctld.log" "$cvm" \
+        "$DSTACK_BIN/dstack-ctld" node \
         --agent-socket "$dir/dstack.sock" \
         --server-url http://127.0.0.1:80 --server-app-id "$SRV_APP" \
         --name "$cvm" --node-type "${TYPE[$cvm]}" \
         --interface "$WGP-$cvm" --backend uapi --listen-port 51820 \
         "${endpoint[@]}" --state-dir "$dir/state" \
-        --hosts-file "/etc/netns/$P-$cvm/hosts" \
-        2>>"$dir/ctld.log" &
-    echo $! > "$dir/ctld.pid"
+        --hosts-file "/etc/netns/$P-$cvm/hosts"
 }
 
 node_stop() {
@@ -260,6 +271,14 @@ node_stop() {
 # a node has joined once its interface carries an address of the VPN
 node_joined() {
     ns "$1" ip -4 -o addr show dev "$WGP-$1" 2>/dev/null | grep -q ' 100\.'
+}
+
+# the daemon started last has applied a peer set from the server: its own
+# log lines say so (a restarted node finds its interface configured already)
+node_synced() {
+    local dir=$DV_DIR/$1
+    tail -c "+$(($(cat "$dir/ctld.log.start") + 1))" "$dir/ctld.log" \
+        | grep -q 'WireGuard peers'
 }
 
 
@@ -273,6 +292,11 @@ stop_pid() {
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && die "process $pid ($file) does not stop"
     rm -f "$file"
 }
 
@@ -333,7 +357,7 @@ case ${1:-} in
     base-up)       base_up ;;
     down)          down ;;
     exec)          shift; ns "$@" ;;
-    node-start)    node_start "$2"; wait_for "node_joined $2" 60 ;;
+    node-start)    node_start "$2"; wait_for "node_joined $2 && node_synced $2" 60 ;;
     node-stop)     node_stop "$2" ;;
     node-add)      cvm_net "$2"; agent_up "$2"; cvm_nginx_up "$2" 127.0.0.1:8080
                    node_start "$2"; wait_for "node_joined $2" 60 ;;
