@@ -409,3 +409,17 @@ GET /t
 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nunix\n"
 --- response_body
 unix
+
+
+
+=== TEST 24: response_body_filters: the body is filtered before it is compared
+--- config
+    location = /t {
+        return 200 "Filtered\n";
+    }
+--- request
+GET /t
+--- response_body_filters eval
+sub { uc $_[0] }
+--- response_body
+FILTERED

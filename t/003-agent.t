@@ -9,6 +9,7 @@
 # it that answers the request line it received, to show the exact path.
 # "--- agent_methods" sets mesh_agent_methods.
 
+use JSON::PP ();
 use Test::Nginx::Socket 'no_plan';
 
 use File::Temp qw(tempdir);
@@ -82,6 +83,26 @@ no_shuffle();
 no_root_location();
 run_tests();
 
+
+# A GetTlsKey answer as what its leaf certificate says: the subject's CN,
+# the DNS names, the extended key usage, and whether a private key came.
+sub issued {
+    my ($body) = @_;
+    my $doc = eval { JSON::PP::decode_json($body) } or return "not JSON: $body";
+    my $pem = $doc->{certificate_chain}[0] // return "no certificate";
+    my $dir = tempdir(CLEANUP => 1);
+    open my $fh, '>', "$dir/leaf.pem" or die;
+    print $fh $pem;
+    close $fh;
+    my $text = `openssl x509 -in $dir/leaf.pem -noout -text`;
+    my @out;
+    push @out, "CN=$1" if $text =~ /Subject:.*?CN\s*=\s*([^,\n]+)/;
+    push @out, $1 if $text =~ /Subject Alternative Name:[^\n]*\n\s*(DNS:[^,\n]+)/;
+    push @out, "usage: $1" if $text =~ /Extended Key Usage:[^\n]*\n\s*([^\n]+)/;
+    push @out, 'key: ' . (($doc->{key} // '') =~ /^-----BEGIN PRIVATE KEY-----/ ? 'yes' : 'no');
+    return join("\n", @out) . "\n";
+}
+
 __DATA__
 
 === TEST 1: /info is the agent's /Info
@@ -104,24 +125,35 @@ GET /prefix/GetTlsKey?subject=demo&usage_client_auth=true host=localhost
 
 
 
-=== TEST 3: an allowed GetTlsKey reaches the agent
+=== TEST 3: an allowed GetTlsKey reaches the agent with its query string
+The issued certificate says what the query asked for.
 --- agent_methods: Info GetTlsKey
 --- request
-GET /get-tls-key?subject=demo&usage_client_auth=true
---- response_body_like chomp
-"certificate_chain"\s*:\s*\[\s*"-----BEGIN CERTIFICATE-----
+GET /get-tls-key?subject=demo-query&usage_client_auth=true
+--- response_body_filters eval
+\&main::issued
+--- response_body
+CN=demo-query
+usage: TLS Web Client Authentication
+key: yes
 
 
 
 === TEST 4: POST bodies pass through to the agent
+The issued certificate carries the subject, name and usage the body asked for.
 --- agent_methods: Info GetTlsKey
 --- request
 POST /get_tls_key
-{"subject": "demo", "alt_names": ["demo.local"], "usage_server_auth": true}
+{"subject": "demo-post", "alt_names": ["demo.local"], "usage_server_auth": true}
 --- more_headers
 Content-Type: application/json
---- response_body_like chomp
-"key"\s*:\s*"-----BEGIN PRIVATE KEY-----
+--- response_body_filters eval
+\&main::issued
+--- response_body
+CN=demo-post
+DNS:demo.local
+usage: TLS Web Server Authentication
+key: yes
 
 
 

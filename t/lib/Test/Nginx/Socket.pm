@@ -25,7 +25,7 @@ package Test::Nginx::Socket;
 #
 # Sections: main_config, http_config, config, request, pipelined_requests,
 # raw_request, more_headers, error_code, response_headers, response_body,
-# response_body_like, error_log, no_error_log, grep_error_log,
+# response_body_like, response_body_filters, error_log, no_error_log, grep_error_log,
 # grep_error_log_out, timeout, wait, user_files, log_level, must_die,
 # and the mock TCP backend's: tcp_listen, tcp_reply, tcp_query,
 # tcp_query_len, tcp_no_close, tcp_reply_delay, tcp_shutdown,
@@ -83,7 +83,7 @@ use constant TCP_BIND_TIMEOUT => 3;
 
 # Better to refuse a test than to pass it without checking what it asks.
 my @UNSUPPORTED = qw(
-    response_body_unlike response_body_filters response_headers_like
+    response_body_unlike response_headers_like
     raw_response_headers_like raw_response_headers_unlike error_code_like
     access_log no_access_log shutdown_error_log no_shutdown_error_log
     post_main_config server_name server_addr_for_client http2 http3 curl
@@ -605,6 +605,8 @@ sub check_response {
                       expected($block, 'response_headers', $idx, $several));
     }
 
+    $res->{body} = filter_body($block, $res->{body});
+
     my $when = "(repeated req $round, req $idx)";
     if (defined $block->response_body) {
         my $want = expected($block, 'response_body', $idx, $several);
@@ -624,6 +626,27 @@ sub check_response {
              "$name - response_body_like - response is expected ($summary)");
     }
 }
+
+# "--- response_body_filters": as upstream, filter names ("uc", "lc") or,
+# with eval, a code ref or an array of them, applied in order to the body
+# before response_body / response_body_like compare it.
+my %BODY_FILTERS = (uc => sub { uc $_[0] }, lc => sub { lc $_[0] });
+
+sub filter_body {
+    my ($block, $body) = @_;
+    my $filters = $block->response_body_filters;
+    return $body unless defined $filters && defined $body;
+    my @f = ref $filters eq 'ARRAY' ? @$filters
+          : ref $filters ? ($filters)
+          : split ' ', $filters;
+    for my $f (@f) {
+        my $code = ref $f eq 'CODE' ? $f : $BODY_FILTERS{$f}
+            // die $block->name . " - unknown response_body_filters \"$f\"\n";
+        $body = $code->($body);
+    }
+    return $body;
+}
+
 
 # Like upstream's Test::LongString comparison (unless no_long_string() was
 # called), a long mismatch shows where the strings part, not all of them.
