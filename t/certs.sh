@@ -12,6 +12,8 @@
 #   OUTDIR/noext.{key,crt}     signed by the test CA, no app_id extension
 #   OUTDIR/badext.{key,crt}    signed by the test CA, malformed app_id
 #   OUTDIR/gateway.{key,crt}   signed by the test CA for *.gw.test, no app_id
+#   OUTDIR/gateway-other-ca.{key,crt}    the same names, signed by the other CA
+#   OUTDIR/gateway-wrong-name.{key,crt}  the test CA, for *.elsewhere.test
 #
 # Every leaf: alt name localhost, serverAuth and clientAuth, fetched with
 # tools/dstack-tls-key as a CVM fetches its own.  Re-running
@@ -98,15 +100,16 @@ cp "$out/other-ca/ca.crt" "$out/other-ca.crt"
 
 # The simulator always writes a well-formed app_id extension; these come
 # from the openssl CLI with the test CA's key.
-# openssl_leaf NAME [EXTENSION_LINE...]: OUTDIR/NAME.{key,crt}
+# openssl_leaf NAME [EXTENSION_LINE...]: OUTDIR/NAME.{key,crt}, signed by
+# the CA in $ca (default: the test CA)
 openssl_leaf() {
-    local name=$1
+    local name=$1 ca=${ca:-$out/ca}
     shift
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
         -subj "/CN=$name" -keyout "$out/$name.key" -out "$work/$name.csr" \
         2>"$work/openssl.log"
     openssl x509 -req -in "$work/$name.csr" -days 365 \
-        -CA "$out/ca/ca.crt" -CAkey "$out/ca/ca.key" \
+        -CA "$ca/ca.crt" -CAkey "$ca/ca.key" \
         -set_serial "0x$(openssl rand -hex 16)" \
         -extfile <(printf '%s\n' \
             'basicConstraints = critical, CA:FALSE' \
@@ -114,7 +117,7 @@ openssl_leaf() {
             'extendedKeyUsage = serverAuth, clientAuth' \
             'subjectAltName = DNS:localhost' "$@") \
         -out "$work/$name.leaf.crt" 2>>"$work/openssl.log"
-    cat "$work/$name.leaf.crt" "$out/ca.crt" > "$out/$name.crt"
+    cat "$work/$name.leaf.crt" "$ca/ca.crt" > "$out/$name.crt"
 }
 
 app_id_oid=1.3.6.1.4.1.62397.1.3
@@ -122,6 +125,10 @@ app_id_oid=1.3.6.1.4.1.62397.1.3
 openssl_leaf noext
 # a gateway that terminates TLS itself (tls=off targets) for *.gw.test
 openssl_leaf gateway "subjectAltName = DNS:*.gw.test"
+# gateways that must not be trusted: the right names from another CA, and
+# the test CA's certificate for other names
+ca=$out/other-ca openssl_leaf gateway-other-ca "subjectAltName = DNS:*.gw.test"
+openssl_leaf gateway-wrong-name "subjectAltName = DNS:*.elsewhere.test"
 # the inner value is a UTF8String where an OCTET STRING belongs
 openssl_leaf badext "$app_id_oid = DER:0C:02:AA:AA"
 
