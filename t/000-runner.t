@@ -423,3 +423,16 @@ GET /t
 sub { uc $_[0] }
 --- response_body
 FILTERED
+
+
+
+=== TEST 25: skip_eval: a true expression skips the block without running nginx
+--- skip_eval: 2: 1 + 1 == 2
+--- config
+    location = /t {
+        this is not valid nginx configuration;
+    }
+--- request
+GET /t
+--- response_body
+never

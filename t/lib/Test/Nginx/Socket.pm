@@ -25,7 +25,8 @@ package Test::Nginx::Socket;
 #
 # Sections: main_config, http_config, config, request, pipelined_requests,
 # raw_request, more_headers, error_code, response_headers, response_body,
-# response_body_like, response_body_filters, error_log, no_error_log, grep_error_log,
+# response_body_like, response_body_filters, skip_eval, error_log,
+# no_error_log, grep_error_log,
 # grep_error_log_out, timeout, wait, user_files, log_level, must_die,
 # and the mock TCP backend's: tcp_listen, tcp_reply, tcp_query,
 # tcp_query_len, tcp_no_close, tcp_reply_delay, tcp_shutdown,
@@ -88,7 +89,7 @@ my @UNSUPPORTED = qw(
     access_log no_access_log shutdown_error_log no_shutdown_error_log
     post_main_config server_name server_addr_for_client http2 http3 curl
     abort ignore_response shutdown raw_request_middle_delay error_log_file
-    skip_nginx skip_nginx2 skip_eval skip_openssl todo
+    skip_nginx skip_nginx2 skip_openssl todo
     udp_listen udp_reply stap
 );
 
@@ -123,6 +124,7 @@ sub run_block {
     my $name = $block->name;
 
     check_sections($block);
+    return if skipped($block);
     stop_nginx();
     prepare_server_root();
     write_user_files($block);
@@ -137,6 +139,21 @@ sub run_block {
         return;
     }
     run_requests($block, $conns, $_) for 0 .. $RepeatEach - 1;
+}
+
+# "--- skip_eval: N: EXPR", as upstream: when the Perl expression is true,
+# the block's N tests (per repeat_each round) are skipped, nginx not run.
+sub skipped {
+    my ($block) = @_;
+    my $spec = $block->skip_eval;
+    return 0 unless defined $spec;
+    my ($count, $expr) = $spec =~ /^\s*(\d+)\s*:\s*(.+?)\s*$/s
+        or die $block->name . " - --- skip_eval wants \"N: EXPR\"\n";
+    my $skip = eval $expr;
+    die $block->name . " - --- skip_eval: $@" if $@;
+    return 0 unless $skip;
+    SKIP: { skip($block->name . " - skip_eval: $expr", $count * $RepeatEach) }
+    return 1;
 }
 
 sub check_sections {
