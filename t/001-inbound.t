@@ -18,6 +18,9 @@
 
 use Test::Nginx::Socket 'no_plan';
 
+# the sections this file's block preprocessors read
+our @BlockSections = qw(cvm caller);
+
 $ENV{TEST_NGINX_HTML_DIR} ||= html_dir();
 
 my $default_cvm = <<'CONF';

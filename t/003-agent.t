@@ -12,6 +12,9 @@
 use JSON::PP ();
 use Test::Nginx::Socket 'no_plan';
 
+# the sections this file's block preprocessors read
+our @BlockSections = qw(agent agent_methods);
+
 use File::Temp qw(tempdir);
 use POSIX ();
 

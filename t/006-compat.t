@@ -11,6 +11,9 @@
 
 use Test::Nginx::Socket 'no_plan';
 
+# the sections this file's block preprocessors read
+our @BlockSections = qw(http_extra);
+
 $ENV{TEST_NGINX_HTML_DIR} ||= html_dir();
 
 our $A = 'aaaa000000000000000000000000000000000001';

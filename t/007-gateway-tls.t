@@ -8,6 +8,9 @@
 
 use Test::Nginx::Socket 'no_plan';
 
+# the sections this file's block preprocessors read
+our @BlockSections = qw(gateway_cert gateway_trust);
+
 $ENV{TEST_NGINX_HTML_DIR} ||= html_dir();
 
 our $B = 'bbbb000000000000000000000000000000000002';

@@ -37,7 +37,11 @@ package Test::Nginx::Socket;
 #  - --- config is required (upstream reuses the previous block's nginx
 #    without one); load_module lines come first in nginx.conf.
 #  - --- timeout bounds a whole connection, not each wait for data.
-#  - no_error_log reports one failure per pattern, not one per line.
+#  - no_error_log reports one failure per pattern, not one per line, and
+#    also covers what nginx logs after the last response, up to its exit.
+#  - [alert], [crit] and [emerg] lines fail the block unless its
+#    --- error_log expects them (upstream warns).
+#  - Unknown sections fail the block (see @SUPPORTED below).
 #  - "!Name" in response_headers ignores the case of the header name.
 #  - Requests given as arrays of packets, and the mtime that user_files
 #    may give after a path, are not supported.
@@ -93,6 +97,21 @@ my @UNSUPPORTED = qw(
     udp_listen udp_reply stap
 );
 
+# Every section this runner reads; any other name in a block is refused
+# (a misspelled expectation would otherwise be ignored and pass), unless
+# the test file declares it for its own block preprocessors with
+#   our @BlockSections = qw(name ...);
+# which upstream's module, that ignores unknown sections, never reads.
+my @SUPPORTED = qw(
+    main_config http_config config request pipelined_requests raw_request
+    more_headers error_code response_headers response_body
+    response_body_like response_body_filters skip_eval error_log
+    no_error_log grep_error_log grep_error_log_out timeout wait user_files
+    log_level must_die tcp_listen tcp_reply tcp_query tcp_query_len
+    tcp_no_close tcp_reply_delay tcp_shutdown tcp_shutdown_delay
+    ONLY SKIP LAST
+);
+
 # Sections that need --- tcp_listen.
 my @TCP_SECTIONS = qw(
     tcp_reply tcp_query tcp_query_len tcp_no_close tcp_reply_delay
@@ -139,6 +158,11 @@ sub run_block {
         return;
     }
     run_requests($block, $conns, $_) for 0 .. $RepeatEach - 1;
+
+    # What nginx logs after the last response (closing connections and
+    # upstreams, its own shutdown) is checked too: stop it, read the rest.
+    stop_nginx();
+    check_late_lines($block, new_log_lines(0));
 }
 
 # "--- skip_eval: N: EXPR", as upstream: when the Perl expression is true,
@@ -165,6 +189,11 @@ sub check_sections {
     my @unsupported = grep { defined $block->$_ } @UNSUPPORTED;
     die "$name - sections not supported by this runner: @unsupported\n"
         if @unsupported;
+    no warnings 'once';
+    my %known = map { $_ => 1 } @SUPPORTED, @main::BlockSections;
+    my @unknown = grep { !$known{$_} } @{ $block->{_section_order}[0] // [] };
+    die "$name - unknown sections (misspelled? declare a file's own in"
+        . " our \@BlockSections): @unknown\n" if @unknown;
     die "$name - --- grep_error_log and --- grep_error_log_out go together\n"
         if defined($block->grep_error_log)
            != defined($block->grep_error_log_out);
@@ -742,12 +771,37 @@ sub check_error_log {
               . qq{ (req $round)});
     }
 
-    # Like upstream, point out [alert], [crit] and [emerg] lines no check
-    # expects: they tend to reveal bugs even when every test passes.
+    unexpected_alerts($block, $lines, "req $round");
+}
+
+# [alert], [crit] and [emerg] lines reveal bugs even when every test passes
+# (upstream only warns of them): each fails the block unless one of its
+# --- error_log patterns expects it.
+sub unexpected_alerts {
+    my ($block, $lines, $when) = @_;
+    my @wanted = patterns(scalar $block->error_log);
     for my $line (grep { /\[(?:alert|crit|emerg)\]/ } @$lines) {
-        diag("WARNING: $name - $line")
-            unless grep { matches($line, $_) } @wanted, @unwanted;
+        next if grep { matches($line, $_) } @wanted;
+        chomp(my $l = $line);
+        fail($block->name . " - no unexpected [alert], [crit] or [emerg]"
+             . " line in error.log ($when): \"$l\"");
     }
+}
+
+# The lines logged after the block's last check: a --- no_error_log
+# pattern that matches one of them fails the block, and so does an
+# unexpected alert.  Passing adds no test, so plans stay as upstream's.
+sub check_late_lines {
+    my ($block, $lines) = @_;
+    for my $pat (patterns(scalar $block->no_error_log)) {
+        my ($line) = grep { matches($_, $pat) } @$lines;
+        next unless defined $line;
+        chomp $line;
+        fail($block->name . qq{ - pattern "$pat" should not match any line}
+             . qq{ in error.log but matches line "$line" (after the last}
+             . qq{ response)});
+    }
+    unexpected_alerts($block, $lines, 'after the last response');
 }
 
 # "--- grep_error_log": the part of each new log line that matches it (a
