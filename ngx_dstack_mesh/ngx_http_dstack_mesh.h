@@ -65,13 +65,27 @@ typedef struct {
 } ngx_http_dstack_mesh_target_conf_t;
 
 
+/*
+ * Idle connections or TLS sessions: a fixed number of entries, the used
+ * ones in LRU order and chained by the hash of their key, the rest free.
+ */
+
 typedef struct {
-    ngx_uint_t                  cache_size;  /* mesh_keepalive */
-    ngx_msec_t                  cache_timeout;
-    ngx_queue_t                 cache;       /* idle connections, LRU */
-    ngx_queue_t                 free;        /* unused cache entries */
-    ngx_queue_t                 sessions;
-    ngx_queue_t                 sessions_free;
+    ngx_queue_t                 used;        /* most recently used first */
+    ngx_queue_t                 free;
+    ngx_queue_t                *buckets;     /* used entries by key hash */
+    ngx_uint_t                  mask;
+} ngx_http_dstack_mesh_table_t;
+
+
+typedef struct {
+    ngx_uint_t                     cache_size;     /* mesh_keepalive */
+    ngx_msec_t                     cache_timeout;
+    ngx_uint_t                     requests;       /* ..._requests */
+    ngx_msec_t                     time;           /* ..._time */
+    ngx_uint_t                     sessions_size;  /* mesh_ssl_session_... */
+    ngx_http_dstack_mesh_table_t   idle;
+    ngx_http_dstack_mesh_table_t   sessions;
 } ngx_http_dstack_mesh_main_conf_t;
 
 
@@ -126,6 +140,16 @@ typedef enum {
 
 typedef struct {
     ngx_http_dstack_mesh_route_e        route;
+    /*
+     * What the location decides: the gateway (its port, for names resolved
+     * per request), the identity presented, the store the peer is verified
+     * against, the proxy_ssl_* context; all NULL toward the guest agent
+     */
+    ngx_http_dstack_mesh_gateway_t     *gateway;
+    ngx_http_dstack_mesh_identity_t    *identity;
+    X509_STORE                         *trusted;
+    ngx_ssl_t                          *ssl;
+    uint32_t                            hash;       /* all but the address */
     socklen_t                           socklen;
     ngx_sockaddr_t                      sockaddr;
     size_t                              host_len;
@@ -187,6 +211,11 @@ ngx_int_t ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
 ngx_http_upstream_srv_conf_t *ngx_http_dstack_mesh_upstream_add(
     ngx_conf_t *cf);
 ngx_int_t ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_dstack_mesh_key_complete(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx);
+ngx_int_t ngx_http_dstack_mesh_set_address(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx, struct sockaddr *sockaddr,
+    socklen_t socklen);
 
 /* the guest-agent fallback for requests without a target app */
 ngx_int_t ngx_http_dstack_mesh_agent_request(ngx_http_request_t *r,
