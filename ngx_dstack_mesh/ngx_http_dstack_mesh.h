@@ -78,12 +78,17 @@ typedef struct {
 } ngx_http_dstack_mesh_table_t;
 
 
+/*
+ * mesh_keepalive, mesh_keepalive_timeout, mesh_keepalive_requests,
+ * mesh_keepalive_time, mesh_ssl_session_cache_size; the two tables
+ */
+
 typedef struct {
-    ngx_uint_t                     cache_size;     /* mesh_keepalive */
+    ngx_uint_t                     cache_size;
     ngx_msec_t                     cache_timeout;
-    ngx_uint_t                     requests;       /* ..._requests */
-    ngx_msec_t                     time;           /* ..._time */
-    ngx_uint_t                     sessions_size;  /* mesh_ssl_session_... */
+    ngx_uint_t                     requests;
+    ngx_msec_t                     time;
+    ngx_uint_t                     sessions_size;
     ngx_http_dstack_mesh_table_t   idle;
     ngx_http_dstack_mesh_table_t   sessions;
 } ngx_http_dstack_mesh_main_conf_t;
@@ -127,8 +132,9 @@ typedef struct {
 
 
 /*
- * Where an outbound request goes and whom it must reach: what connections
- * and TLS sessions are keyed by, so they are never shared across targets.
+ * Where an outbound request goes, whom it must reach and how the location
+ * connects: what connections and TLS sessions are keyed by, so they are
+ * never shared across targets or locations that connect differently.
  */
 
 typedef enum {

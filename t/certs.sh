@@ -12,6 +12,10 @@
 #   OUTDIR/noext.{key,crt}     signed by the test CA, no app_id extension
 #   OUTDIR/badext.{key,crt}    signed by the test CA, malformed app_id
 #   OUTDIR/gateway.{key,crt}   signed by the test CA for *.gw.test, no app_id
+#   OUTDIR/corrupt-chain.crt   app-a's chain with a damaged certificate inside
+#   OUTDIR/expired.{key,crt}, expiring.{key,crt}
+#                              signed by the test CA, no app_id, valid until
+#                              yesterday / for three more days
 #
 # Every leaf: alt name localhost, serverAuth and clientAuth, fetched with
 # tools/dstack-tls-key as a CVM fetches its own.  Re-running
