@@ -210,6 +210,9 @@ sub serve_renegotiating {
     Net::SSLeay::initialize();
     my $ctx = Net::SSLeay::CTX_new() or die "CTX_new";
     Net::SSLeay::CTX_set_max_proto_version($ctx, Net::SSLeay::TLS1_2_VERSION());
+    # a full handshake, so the client verifies the certificate again
+    Net::SSLeay::CTX_set_options($ctx,
+        Net::SSLeay::OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION());
     Net::SSLeay::CTX_use_certificate_chain_file($ctx, "$certs/gateway.crt")
         or die "gateway.crt";
     Net::SSLeay::CTX_use_PrivateKey_file($ctx, "$certs/gateway.key",
