@@ -213,8 +213,9 @@ ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
 /*
  * Adds the location's part to the key the route filled in, and its hash.
  * Without "address=" the target's name would be resolved next; an idle
- * connection for the same key went to an address that name resolved to,
- * and is taken as is, without asking the resolver.
+ * connection for the same key, not yet too old to be reused, went to an
+ * address that name resolved to, and is taken as is, without asking the
+ * resolver.
  */
 
 ngx_int_t
@@ -224,7 +225,7 @@ ngx_http_dstack_mesh_key_complete(ngx_http_request_t *r,
     uint32_t                           hash;
     ngx_http_upstream_conf_t          *ucf;
     ngx_http_dstack_mesh_key_t        *key;
-    ngx_http_dstack_mesh_entry_t      *e;
+    ngx_http_dstack_mesh_idle_t       *item;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
     key = &ctx->key;
@@ -259,8 +260,12 @@ ngx_http_dstack_mesh_key_complete(ngx_http_request_t *r,
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_mesh_module);
 
-    e = ngx_http_dstack_mesh_table_find(&mmcf->idle, key, 1);
-    if (e == NULL) {
+    item = (ngx_http_dstack_mesh_idle_t *)
+               ngx_http_dstack_mesh_table_find(&mmcf->idle, key, 1);
+
+    if (item == NULL
+        || ngx_current_msec - item->connection->start_time > mmcf->time)
+    {
         return NGX_OK;
     }
 
@@ -268,8 +273,9 @@ ngx_http_dstack_mesh_key_complete(ngx_http_request_t *r,
                    "mesh: \"%s\" has an idle connection, not resolving",
                    key->host);
 
-    return ngx_http_dstack_mesh_set_address(r, ctx, &e->key.sockaddr.sockaddr,
-                                            e->key.socklen);
+    return ngx_http_dstack_mesh_set_address(r, ctx,
+                                            &item->entry.key.sockaddr.sockaddr,
+                                            item->entry.key.socklen);
 }
 
 
