@@ -214,6 +214,7 @@ EOF
         ssl_certificate_key     $TLS_DIR/key.pem;
         ssl_client_certificate  $TLS_DIR/ca.pem;
         ssl_verify_client       on;
+        ssl_protocols           TLSv1.2 TLSv1.3;
         ssl_verify_depth        2;
 
         mesh_auth on;

@@ -66,13 +66,32 @@ typedef struct {
 } ngx_http_dstack_mesh_target_conf_t;
 
 
+/*
+ * Idle connections or TLS sessions: a fixed number of entries, the used
+ * ones in LRU order and chained by the hash of their key, the rest free.
+ */
+
 typedef struct {
-    ngx_uint_t                  cache_size;  /* mesh_keepalive */
-    ngx_msec_t                  cache_timeout;
-    ngx_queue_t                 cache;       /* idle connections, LRU */
-    ngx_queue_t                 free;        /* unused cache entries */
-    ngx_queue_t                 sessions;
-    ngx_queue_t                 sessions_free;
+    ngx_queue_t                 used;        /* most recently used first */
+    ngx_queue_t                 free;
+    ngx_queue_t                *buckets;     /* used entries by key hash */
+    ngx_uint_t                  mask;
+} ngx_http_dstack_mesh_table_t;
+
+
+/*
+ * mesh_keepalive, mesh_keepalive_timeout, mesh_keepalive_requests,
+ * mesh_keepalive_time, mesh_ssl_session_cache_size; the two tables
+ */
+
+typedef struct {
+    ngx_uint_t                     cache_size;
+    ngx_msec_t                     cache_timeout;
+    ngx_uint_t                     requests;
+    ngx_msec_t                     time;
+    ngx_uint_t                     sessions_size;
+    ngx_http_dstack_mesh_table_t   idle;
+    ngx_http_dstack_mesh_table_t   sessions;
 } ngx_http_dstack_mesh_main_conf_t;
 
 
@@ -118,8 +137,9 @@ typedef struct {
 
 
 /*
- * Where an outbound request goes and whom it must reach: what connections
- * and TLS sessions are keyed by, so they are never shared across targets.
+ * Where an outbound request goes, whom it must reach and how the location
+ * connects: what connections and TLS sessions are keyed by, so they are
+ * never shared across targets or locations that connect differently.
  */
 
 typedef enum {
@@ -131,6 +151,16 @@ typedef enum {
 
 typedef struct {
     ngx_http_dstack_mesh_route_e        route;
+    /*
+     * What the location decides: the gateway (its port, for names resolved
+     * per request), the identity presented, the store the peer is verified
+     * against, the proxy_ssl_* context; all NULL toward the guest agent
+     */
+    ngx_http_dstack_mesh_gateway_t     *gateway;
+    ngx_http_dstack_mesh_identity_t    *identity;
+    X509_STORE                         *trusted;
+    ngx_ssl_t                          *ssl;
+    uint32_t                            hash;       /* all but the address */
     socklen_t                           socklen;
     ngx_sockaddr_t                      sockaddr;
     size_t                              host_len;
@@ -196,6 +226,11 @@ ngx_int_t ngx_http_dstack_mesh_connection_variable(ngx_http_request_t *r,
 ngx_http_upstream_srv_conf_t *ngx_http_dstack_mesh_upstream_add(
     ngx_conf_t *cf);
 ngx_int_t ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_dstack_mesh_key_complete(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx);
+ngx_int_t ngx_http_dstack_mesh_set_address(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx, struct sockaddr *sockaddr,
+    socklen_t socklen);
 
 /* the guest-agent fallback for requests without a target app */
 ngx_int_t ngx_http_dstack_mesh_agent_request(ngx_http_request_t *r,

@@ -19,8 +19,12 @@ static ngx_http_conf_ctx_t *ngx_http_dstack_mesh_implicit_location(
     ngx_conf_t *cf);
 static char *ngx_http_dstack_mesh_proxy_directive(ngx_conf_t *cf,
     ngx_str_t *args, ngx_uint_t nargs);
+static char *ngx_http_dstack_mesh_check_literal_target(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_target_conf_t *tcf);
 static ngx_uint_t ngx_http_dstack_mesh_valid_host(ngx_str_t *host,
     const char *extra);
+static ngx_int_t ngx_http_dstack_mesh_check_validity(ngx_conf_t *cf,
+    X509 *x509, ngx_str_t *file);
 static void ngx_http_dstack_mesh_identity_cleanup(void *data);
 static void ngx_http_dstack_mesh_store_cleanup(void *data);
 
@@ -146,6 +150,11 @@ ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (rv != NGX_CONF_OK) {
             return rv;
         }
+    }
+
+    rv = ngx_http_dstack_mesh_check_literal_target(cf, tcf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
     }
 
     if (cf->cmd_type != NGX_HTTP_SRV_CONF) {
@@ -345,6 +354,46 @@ ngx_http_dstack_mesh_target_param(ngx_conf_t *cf, ngx_str_t *value,
     ccv.complex_value = *cv;
 
     if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* a target without variables is checked by nginx -t, not per request */
+
+static char *
+ngx_http_dstack_mesh_check_literal_target(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_target_conf_t *tcf)
+{
+    ngx_str_t              empty, *port, *instance, *tls;
+    mesh_target_t          t;
+    mesh_target_status_t   status;
+
+    ngx_str_null(&empty);
+
+    if (tcf->app.lengths
+        || (tcf->port && tcf->port->lengths)
+        || (tcf->instance && tcf->instance->lengths)
+        || (tcf->tls && tcf->tls->lengths))
+    {
+        return NGX_CONF_OK;
+    }
+
+    port = tcf->port ? &tcf->port->value : &empty;
+    instance = tcf->instance ? &tcf->instance->value : &empty;
+    tls = tcf->tls ? &tcf->tls->value : &empty;
+
+    status = mesh_target_parse(&t, (char *) tcf->app.value.data,
+                               tcf->app.value.len,
+                               (char *) port->data, port->len,
+                               (char *) instance->data, instance->len,
+                               (char *) tls->data, tls->len);
+
+    if (status != MESH_TARGET_OK && status != MESH_TARGET_NO_APP) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid mesh_target: %s",
+                           mesh_target_strerror(status));
         return NGX_CONF_ERROR;
     }
 
@@ -603,8 +652,10 @@ ngx_http_dstack_mesh_identity_t *
 ngx_http_dstack_mesh_load_identity(ngx_conf_t *cf, ngx_str_t *certificate,
     ngx_str_t *key)
 {
+    int                               i;
     BIO                              *bio;
     X509                             *x509;
+    u_long                            n;
     ngx_str_t                         cert_file, key_file;
     ngx_pool_cleanup_t               *cln;
     ngx_http_dstack_mesh_identity_t  *id;
@@ -648,9 +699,19 @@ ngx_http_dstack_mesh_load_identity(ngx_conf_t *cf, ngx_str_t *certificate,
     while (id->certificate) {
         x509 = PEM_read_bio_X509(bio, NULL, NULL, NULL);
         if (x509 == NULL) {
-            /* the end of the file is an error to OpenSSL, not to us */
-            ERR_clear_error();
-            break;
+            n = ERR_peek_last_error();
+
+            if (ERR_GET_LIB(n) == ERR_LIB_PEM
+                && ERR_GET_REASON(n) == PEM_R_NO_START_LINE)
+            {
+                /* the end of the file is an error to OpenSSL, not to us */
+                ERR_clear_error();
+                break;
+            }
+
+            /* a damaged certificate: never a silently shorter chain */
+            BIO_free(bio);
+            goto failed;
         }
 
         if (sk_X509_push(id->chain, x509) == 0) {
@@ -678,6 +739,21 @@ ngx_http_dstack_mesh_load_identity(ngx_conf_t *cf, ngx_str_t *certificate,
                            != 1)
     {
         goto failed;
+    }
+
+    if (ngx_http_dstack_mesh_check_validity(cf, id->certificate, &cert_file)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    for (i = 0; i < sk_X509_num(id->chain); i++) {
+        if (ngx_http_dstack_mesh_check_validity(cf, sk_X509_value(id->chain, i),
+                                                &cert_file)
+            != NGX_OK)
+        {
+            return NULL;
+        }
     }
 
     return id;
@@ -751,6 +827,42 @@ ngx_http_dstack_mesh_check_target(ngx_conf_t *cf,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Peers refuse an expired certificate, so every mesh call would fail:
+ * refused at load.  One that expires within a week is worth a warning.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_check_validity(ngx_conf_t *cf, X509 *x509,
+    ngx_str_t *file)
+{
+    int                days, secs;
+    time_t             soon;
+    const ASN1_TIME   *not_after;
+
+    not_after = X509_get0_notAfter(x509);
+
+    if (X509_cmp_time(not_after, NULL) != 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "mesh certificate \"%s\" has expired or has no "
+                           "valid end date", file->data);
+        return NGX_ERROR;
+    }
+
+    soon = ngx_time() + 7 * 86400;
+
+    if (X509_cmp_time(not_after, &soon) != 1
+        && ASN1_TIME_diff(&days, &secs, NULL, not_after) == 1)
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "mesh certificate \"%s\" expires in %d days "
+                           "%d hours", file->data, days, secs / 3600);
+    }
+
+    return NGX_OK;
 }
 
 

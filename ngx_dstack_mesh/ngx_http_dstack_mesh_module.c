@@ -106,6 +106,27 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       offsetof(ngx_http_dstack_mesh_main_conf_t, cache_timeout),
       NULL },
 
+    { ngx_string("mesh_keepalive_requests"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_main_conf_t, requests),
+      NULL },
+
+    { ngx_string("mesh_keepalive_time"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_main_conf_t, time),
+      NULL },
+
+    { ngx_string("mesh_ssl_session_cache_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_dstack_mesh_main_conf_t, sessions_size),
+      NULL },
+
       ngx_null_command
 };
 
@@ -170,6 +191,9 @@ ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf)
 
     mmcf->cache_size = NGX_CONF_UNSET_UINT;
     mmcf->cache_timeout = NGX_CONF_UNSET_MSEC;
+    mmcf->requests = NGX_CONF_UNSET_UINT;
+    mmcf->time = NGX_CONF_UNSET_MSEC;
+    mmcf->sessions_size = NGX_CONF_UNSET_UINT;
 
     return mmcf;
 }
@@ -182,6 +206,9 @@ ngx_http_dstack_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(mmcf->cache_size, 32);
     ngx_conf_init_msec_value(mmcf->cache_timeout, 60000);
+    ngx_conf_init_uint_value(mmcf->requests, 1000);
+    ngx_conf_init_msec_value(mmcf->time, 3600000);
+    ngx_conf_init_uint_value(mmcf->sessions_size, 64);
 
     return NGX_CONF_OK;
 }

@@ -30,9 +30,6 @@ static ngx_int_t ngx_http_dstack_mesh_route(ngx_http_request_t *r,
     ngx_http_dstack_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_dstack_mesh_bad_target(ngx_http_request_t *r,
     const char *reason);
-static ngx_int_t ngx_http_dstack_mesh_set_address(ngx_http_request_t *r,
-    ngx_http_dstack_mesh_ctx_t *ctx, struct sockaddr *sockaddr,
-    socklen_t socklen);
 static ngx_int_t ngx_http_dstack_mesh_resolve(ngx_http_request_t *r,
     ngx_http_dstack_mesh_ctx_t *ctx);
 static void ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx);
@@ -79,6 +76,10 @@ ngx_http_dstack_mesh_target_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, ctx, ngx_http_dstack_mesh_module);
+
+    if (ngx_http_dstack_mesh_key_complete(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (ctx->key.socklen == 0) {
         return ngx_http_dstack_mesh_resolve(r, ctx);
@@ -224,7 +225,7 @@ ngx_http_dstack_mesh_bad_target(ngx_http_request_t *r, const char *reason)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_dstack_mesh_set_address(ngx_http_request_t *r,
     ngx_http_dstack_mesh_ctx_t *ctx, struct sockaddr *sockaddr,
     socklen_t socklen)

@@ -3,21 +3,28 @@
  * dstack mesh, the "dstack_mesh_gateway" upstream: connections to other apps.
  *
  * Every outbound request says where it goes (the gateway's address and the
- * host name it asks the gateway for in SNI) and whom it must reach (the
- * app_id).  Together they are the key, ngx_http_dstack_mesh_key_t, under
- * which this balancer keeps idle connections and TLS sessions, so neither
- * ever serves another target.  The stock keepalive module matches cached
- * connections by socket address alone, which all targets share; it is kept
- * out of this upstream (ngx_http_dstack_mesh_upstream_init).
+ * host name it asks the gateway for in SNI), whom it must reach (the
+ * app_id) and, from its location, what the connection presents and trusts
+ * (the identity, the CA store, the proxy_ssl_* context).  Together they are
+ * the key, ngx_http_dstack_mesh_key_t, under which this balancer keeps idle
+ * connections and TLS sessions, so neither ever serves another target, nor
+ * a location that would not have accepted the peer or would have presented
+ * another identity.  The stock keepalive module matches cached connections
+ * by socket address alone, which all targets share; it is kept out of this
+ * upstream (ngx_http_dstack_mesh_upstream_init).
  *
  * Pinning.  The set_session hook runs on every new TLS connection after
  * SSL_new() and before the handshake.  It gives the connection its own
  * verification: the mesh_trusted_certificate store, SSL_VERIFY_PEER and a
- * callback that compares the leaf's app_id with the expected one.  A broken
- * chain or another app fails the handshake, so not one request byte is
- * written to the wrong peer.  A resumed session skips verification; a
- * session is only ever offered to connections with the key it was made
- * under, after its peer passed that verification.
+ * callback that compares the leaf's app_id with the expected one, which is
+ * copied into the connection's pool so it lives as long as the connection.
+ * A broken chain or another app fails the handshake, so not one request
+ * byte is written to the wrong peer.  Pinned links are TLS 1.3 only (both
+ * ends are this module, and in 1.3 the client certificate is encrypted);
+ * renegotiation is refused, so the peer cannot run the callback again
+ * later.  A resumed session skips verification; a session is only ever
+ * offered to connections with the key it was made under, after its peer
+ * passed that verification.
  */
 
 
@@ -27,18 +34,27 @@
 #define NGX_HTTP_DSTACK_MESH_UPSTREAM  "dstack_mesh_gateway"
 
 
+extern ngx_module_t  ngx_http_proxy_module;
+
+
+/* what idle connections and TLS sessions have in common: a keyed entry */
+
 typedef struct {
-    ngx_queue_t                         queue;
-    ngx_http_dstack_mesh_main_conf_t   *mmcf;
-    ngx_connection_t                   *connection;
+    ngx_queue_t                         queue;   /* table's used or free */
+    ngx_queue_t                         bucket;
     ngx_http_dstack_mesh_key_t          key;
+} ngx_http_dstack_mesh_entry_t;
+
+
+typedef struct {
+    ngx_http_dstack_mesh_entry_t        entry;
+    ngx_connection_t                   *connection;
 } ngx_http_dstack_mesh_idle_t;
 
 
 typedef struct {
-    ngx_queue_t                         queue;
+    ngx_http_dstack_mesh_entry_t        entry;
     ngx_ssl_session_t                  *session;
-    ngx_http_dstack_mesh_key_t          key;
 } ngx_http_dstack_mesh_session_t;
 
 
@@ -61,16 +77,27 @@ static ngx_int_t ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc,
     void *data);
+static ngx_int_t ngx_http_dstack_mesh_set_protocols(SSL *ssl,
+    ngx_http_dstack_mesh_route_e route);
 static int ngx_http_dstack_mesh_verify_pin(int ok, X509_STORE_CTX *store);
 static int ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store);
-static ngx_http_dstack_mesh_session_t *ngx_http_dstack_mesh_session_find(
-    ngx_http_dstack_mesh_main_conf_t *mmcf, ngx_http_dstack_mesh_key_t *key);
 static ngx_http_dstack_mesh_key_t *ngx_http_dstack_mesh_verified_key(
     X509_STORE_CTX *store, ngx_connection_t **c);
 static ngx_uint_t ngx_http_dstack_mesh_key_equal(
-    ngx_http_dstack_mesh_key_t *a, ngx_http_dstack_mesh_key_t *b);
+    ngx_http_dstack_mesh_key_t *a, ngx_http_dstack_mesh_key_t *b,
+    ngx_uint_t any_address);
+static ngx_int_t ngx_http_dstack_mesh_table_init(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_table_t *t, ngx_uint_t n, size_t size);
+static ngx_http_dstack_mesh_entry_t *ngx_http_dstack_mesh_table_find(
+    ngx_http_dstack_mesh_table_t *t, ngx_http_dstack_mesh_key_t *key,
+    ngx_uint_t any_address);
+static void ngx_http_dstack_mesh_table_insert(ngx_http_dstack_mesh_table_t *t,
+    ngx_http_dstack_mesh_entry_t *e, ngx_http_dstack_mesh_key_t *key);
+static void ngx_http_dstack_mesh_table_remove(ngx_http_dstack_mesh_table_t *t,
+    ngx_http_dstack_mesh_entry_t *e);
 static void ngx_http_dstack_mesh_idle_close_handler(ngx_event_t *ev);
 static void ngx_http_dstack_mesh_idle_dummy_handler(ngx_event_t *ev);
+static void ngx_http_dstack_mesh_idle_drop(ngx_http_dstack_mesh_idle_t *item);
 static void ngx_http_dstack_mesh_close(ngx_connection_t *c);
 
 
@@ -113,16 +140,15 @@ ngx_http_dstack_mesh_upstream_add(ngx_conf_t *cf)
 /*
  * After every module's upstream initialisation: whatever wrapped this
  * upstream's peer init (a keepalive that matches by address alone), the
- * balancer here is the one that runs.
+ * balancer here is the one that runs.  An "upstream dstack_mesh_gateway"
+ * block, before or after the first mesh_target, is refused.
  */
 
 ngx_int_t
 ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf)
 {
     ngx_uint_t                         i;
-    ngx_http_dstack_mesh_idle_t       *idle;
     ngx_http_upstream_srv_conf_t     **uscfp;
-    ngx_http_dstack_mesh_session_t    *sessions;
     ngx_http_upstream_main_conf_t     *umcf;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
@@ -136,6 +162,20 @@ ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf)
     uscfp = umcf->upstreams.elts;
 
     for (i = 0; i < umcf->upstreams.nelts; i++) {
+
+        if (uscfp[i]->host.len == ngx_http_dstack_mesh_upstream_name.len
+            && ngx_strncmp(uscfp[i]->host.data,
+                           ngx_http_dstack_mesh_upstream_name.data,
+                           uscfp[i]->host.len) == 0
+            && (uscfp[i]->flags & NGX_HTTP_UPSTREAM_CREATE))
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "the upstream name \"%V\" is reserved by "
+                          "mesh_target, in %s:%ui", &uscfp[i]->host,
+                          uscfp[i]->file_name, uscfp[i]->line);
+            return NGX_ERROR;
+        }
+
         if (uscfp[i]->peer.init_upstream
             == ngx_http_dstack_mesh_init_upstream)
         {
@@ -145,27 +185,15 @@ ngx_http_dstack_mesh_upstream_init(ngx_conf_t *cf)
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_mesh_module);
 
-    ngx_queue_init(&mmcf->cache);
-    ngx_queue_init(&mmcf->free);
-    ngx_queue_init(&mmcf->sessions);
-    ngx_queue_init(&mmcf->sessions_free);
-
-    if (mmcf->cache_size == 0) {
-        return NGX_OK;
-    }
-
-    idle = ngx_pcalloc(cf->pool,
-                       sizeof(ngx_http_dstack_mesh_idle_t) * mmcf->cache_size);
-    sessions = ngx_pcalloc(cf->pool, sizeof(ngx_http_dstack_mesh_session_t)
-                                     * mmcf->cache_size);
-    if (idle == NULL || sessions == NULL) {
+    if (ngx_http_dstack_mesh_table_init(cf, &mmcf->idle, mmcf->cache_size,
+                                        sizeof(ngx_http_dstack_mesh_idle_t))
+        != NGX_OK
+        || ngx_http_dstack_mesh_table_init(cf, &mmcf->sessions,
+                                       mmcf->sessions_size,
+                                       sizeof(ngx_http_dstack_mesh_session_t))
+           != NGX_OK)
+    {
         return NGX_ERROR;
-    }
-
-    for (i = 0; i < mmcf->cache_size; i++) {
-        idle[i].mmcf = mmcf;
-        ngx_queue_insert_head(&mmcf->free, &idle[i].queue);
-        ngx_queue_insert_head(&mmcf->sessions_free, &sessions[i].queue);
     }
 
     return NGX_OK;
@@ -179,6 +207,75 @@ ngx_http_dstack_mesh_init_upstream(ngx_conf_t *cf,
     us->peer.init = ngx_http_dstack_mesh_init_peer;
 
     return NGX_OK;
+}
+
+
+/*
+ * Adds the location's part to the key the route filled in, and its hash.
+ * Without "address=" the target's name would be resolved next; an idle
+ * connection for the same key, not yet too old to be reused, went to an
+ * address that name resolved to, and is taken as is, without asking the
+ * resolver.
+ */
+
+ngx_int_t
+ngx_http_dstack_mesh_key_complete(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_ctx_t *ctx)
+{
+    uint32_t                           hash;
+    ngx_http_upstream_conf_t          *ucf;
+    ngx_http_dstack_mesh_key_t        *key;
+    ngx_http_dstack_mesh_idle_t       *item;
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    key = &ctx->key;
+
+    if (key->route != NGX_HTTP_DSTACK_MESH_AGENT) {
+        /* the proxy module's location configuration starts with this */
+        ucf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_module);
+
+        key->gateway = ctx->conf->gateway;
+        key->identity = ctx->conf->identity;
+        key->trusted = (key->route == NGX_HTTP_DSTACK_MESH_PINNED)
+                       ? ctx->conf->trusted : ctx->conf->gateway_trusted;
+        key->ssl = ucf->ssl;
+    }
+
+    ngx_crc32_init(hash);
+    ngx_crc32_update(&hash, (u_char *) &key->route, sizeof(key->route));
+    ngx_crc32_update(&hash, (u_char *) &key->gateway, sizeof(key->gateway));
+    ngx_crc32_update(&hash, (u_char *) &key->identity,
+                     sizeof(key->identity));
+    ngx_crc32_update(&hash, (u_char *) &key->trusted, sizeof(key->trusted));
+    ngx_crc32_update(&hash, (u_char *) &key->ssl, sizeof(key->ssl));
+    ngx_crc32_update(&hash, key->host, key->host_len);
+    ngx_crc32_update(&hash, key->app_id, ngx_strlen(key->app_id));
+    ngx_crc32_final(hash);
+
+    key->hash = hash;
+
+    if (key->socklen) {
+        return NGX_OK;
+    }
+
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_dstack_mesh_module);
+
+    item = (ngx_http_dstack_mesh_idle_t *)
+               ngx_http_dstack_mesh_table_find(&mmcf->idle, key, 1);
+
+    if (item == NULL
+        || ngx_current_msec - item->connection->start_time > mmcf->time)
+    {
+        return NGX_OK;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mesh: \"%s\" has an idle connection, not resolving",
+                   key->host);
+
+    return ngx_http_dstack_mesh_set_address(r, ctx,
+                                            &item->entry.key.sockaddr.sockaddr,
+                                            item->entry.key.socklen);
 }
 
 
@@ -236,55 +333,57 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_dstack_mesh_peer_data_t *pd = data;
 
-    ngx_queue_t                  *q;
-    ngx_connection_t             *c;
-    ngx_http_dstack_mesh_key_t   *key;
-    ngx_http_dstack_mesh_idle_t  *item;
+    ngx_connection_t                  *c;
+    ngx_http_dstack_mesh_key_t        *key;
+    ngx_http_dstack_mesh_idle_t       *item;
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
     key = &pd->ctx->key;
+    mmcf = pd->mmcf;
 
     pc->sockaddr = &key->sockaddr.sockaddr;
     pc->socklen = key->socklen;
     pc->name = &pd->ctx->name;
 
-    for (q = ngx_queue_head(&pd->mmcf->cache);
-         q != ngx_queue_sentinel(&pd->mmcf->cache);
-         q = ngx_queue_next(q))
-    {
-        item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, queue);
+    for ( ;; ) {
+        item = (ngx_http_dstack_mesh_idle_t *)
+                   ngx_http_dstack_mesh_table_find(&mmcf->idle, key, 0);
 
-        if (!ngx_http_dstack_mesh_key_equal(&item->key, key)) {
-            continue;
+        if (item == NULL) {
+            return NGX_OK;
         }
-
-        ngx_queue_remove(q);
-        ngx_queue_insert_head(&pd->mmcf->free, q);
 
         c = item->connection;
 
-        c->idle = 0;
-        c->sent = 0;
-        c->data = NULL;
-        c->log = pc->log;
-        c->read->log = pc->log;
-        c->write->log = pc->log;
-        c->pool->log = pc->log;
-
-        if (c->read->timer_set) {
-            ngx_del_timer(c->read);
+        if (ngx_current_msec - c->start_time <= mmcf->time) {
+            break;
         }
 
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
-                       "mesh: reusing connection %p to \"%s\"",
-                       c, key->host);
-
-        pc->connection = c;
-        pc->cached = 1;
-
-        return NGX_DONE;
+        /* mesh_keepalive_time has passed while it was idle */
+        ngx_http_dstack_mesh_idle_drop(item);
     }
 
-    return NGX_OK;
+    ngx_http_dstack_mesh_table_remove(&mmcf->idle, &item->entry);
+
+    c->idle = 0;
+    c->sent = 0;
+    c->data = NULL;
+    c->log = pc->log;
+    c->read->log = pc->log;
+    c->write->log = pc->log;
+    c->pool->log = pc->log;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "mesh: reusing connection %p to \"%s\"", c, key->host);
+
+    pc->connection = c;
+    pc->cached = 1;
+
+    return NGX_DONE;
 }
 
 
@@ -315,6 +414,8 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         || c->read->timedout
         || c->write->error
         || c->write->timedout
+        || c->requests >= mmcf->requests
+        || ngx_current_msec - c->start_time > mmcf->time
         || !u->keepalive
         || !u->request_body_sent
         || ngx_terminate
@@ -325,24 +426,18 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         return;
     }
 
-    if (ngx_queue_empty(&mmcf->free)) {
-        q = ngx_queue_last(&mmcf->cache);
-        ngx_queue_remove(q);
-
-        item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, queue);
-        ngx_http_dstack_mesh_close(item->connection);
-
-    } else {
-        q = ngx_queue_head(&mmcf->free);
-        ngx_queue_remove(q);
-
-        item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, queue);
+    if (ngx_queue_empty(&mmcf->idle.free)) {
+        q = ngx_queue_last(&mmcf->idle.used);
+        item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, entry.queue);
+        ngx_http_dstack_mesh_idle_drop(item);
     }
 
-    ngx_queue_insert_head(&mmcf->cache, q);
+    q = ngx_queue_head(&mmcf->idle.free);
+    item = ngx_queue_data(q, ngx_http_dstack_mesh_idle_t, entry.queue);
 
+    ngx_http_dstack_mesh_table_insert(&mmcf->idle, &item->entry,
+                                      &pd->ctx->key);
     item->connection = c;
-    item->key = pd->ctx->key;
 
     pc->connection = NULL;
 
@@ -374,10 +469,9 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 static void
 ngx_http_dstack_mesh_idle_close_handler(ngx_event_t *ev)
 {
-    int                           n;
-    char                          buf[1];
-    ngx_connection_t             *c;
-    ngx_http_dstack_mesh_idle_t  *item;
+    int                n;
+    char               buf[1];
+    ngx_connection_t  *c;
 
     c = ev->data;
 
@@ -399,12 +493,7 @@ ngx_http_dstack_mesh_idle_close_handler(ngx_event_t *ev)
 
 close:
 
-    item = c->data;
-
-    ngx_http_dstack_mesh_close(c);
-
-    ngx_queue_remove(&item->queue);
-    ngx_queue_insert_head(&item->mmcf->free, &item->queue);
+    ngx_http_dstack_mesh_idle_drop(c->data);
 }
 
 
@@ -413,6 +502,21 @@ ngx_http_dstack_mesh_idle_dummy_handler(ngx_event_t *ev)
 {
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "mesh: idle connection dummy handler");
+}
+
+
+/* idle connections live in worker processes, under the cycle's table */
+
+static void
+ngx_http_dstack_mesh_idle_drop(ngx_http_dstack_mesh_idle_t *item)
+{
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_dstack_mesh_module);
+
+    ngx_http_dstack_mesh_table_remove(&mmcf->idle, &item->entry);
+    ngx_http_dstack_mesh_close(item->connection);
 }
 
 
@@ -440,7 +544,7 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
     ngx_http_dstack_mesh_peer_data_t *pd = data;
 
     SSL                              *ssl;
-    X509_STORE                       *store;
+    ngx_str_t                         name;
     ngx_connection_t                 *c;
     ngx_http_dstack_mesh_key_t       *key;
     ngx_http_dstack_mesh_session_t   *s;
@@ -448,29 +552,52 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
 
     c = pc->connection;
     ssl = c->ssl->connection;
-    key = &pd->ctx->key;
     id = pd->ctx->conf->identity;
 
-    if (SSL_set_ex_data(ssl, ngx_http_dstack_mesh_key_index, key) == 0) {
+    /* the callbacks may run as long as the connection lives */
+
+    key = ngx_palloc(c->pool, sizeof(ngx_http_dstack_mesh_key_t));
+    if (key == NULL) {
+        return NGX_ERROR;
+    }
+
+    *key = pd->ctx->key;
+
+    if (SSL_set_ex_data(ssl, ngx_http_dstack_mesh_key_index, key) == 0
+        || ngx_http_dstack_mesh_set_protocols(ssl, key->route) != NGX_OK)
+    {
         goto failed;
     }
 
+    /* a name in brackets is an IPv6 address: verified, never sent in SNI */
+
+    name.data = key->host;
+    name.len = key->host_len;
+
+    if (name.len > 2 && name.data[0] == '[') {
+        name.data = ngx_pnalloc(c->pool, name.len - 1);
+        if (name.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        name.len -= 2;
+        ngx_cpystrn(name.data, key->host + 1, name.len + 1);
+    }
+
     if (key->route == NGX_HTTP_DSTACK_MESH_PINNED) {
-        store = pd->ctx->conf->trusted;
         SSL_set_verify(ssl, SSL_VERIFY_PEER, ngx_http_dstack_mesh_verify_pin);
 
     } else {
         /* the gateway's own certificate, for its name: no app to pin */
-        store = pd->ctx->conf->gateway_trusted;
         SSL_set_verify(ssl, SSL_VERIFY_PEER,
                        ngx_http_dstack_mesh_verify_gateway);
 
-        if (SSL_set1_host(ssl, (char *) key->host) != 1) {
+        if (SSL_set1_host(ssl, (char *) name.data) != 1) {
             goto failed;
         }
     }
 
-    if (SSL_set1_verify_cert_store(ssl, store) != 1
+    if (SSL_set1_verify_cert_store(ssl, key->trusted) != 1
         || SSL_use_cert_and_key(ssl, id->certificate, id->key, id->chain, 1)
            != 1)
     {
@@ -479,13 +606,15 @@ ngx_http_dstack_mesh_set_session(ngx_peer_connection_t *pc, void *data)
 
     /* SNI names a host, never an address literal (RFC 6066) */
 
-    if (ngx_inet_addr(key->host, key->host_len) == INADDR_NONE
-        && SSL_set_tlsext_host_name(ssl, (char *) key->host) != 1)
+    if (name.data == key->host
+        && ngx_inet_addr(name.data, name.len) == INADDR_NONE
+        && SSL_set_tlsext_host_name(ssl, (char *) name.data) != 1)
     {
         goto failed;
     }
 
-    s = ngx_http_dstack_mesh_session_find(pd->mmcf, key);
+    s = (ngx_http_dstack_mesh_session_t *)
+            ngx_http_dstack_mesh_table_find(&pd->mmcf->sessions, key, 0);
     if (s == NULL) {
         return NGX_OK;
     }
@@ -503,6 +632,32 @@ failed:
 }
 
 
+/*
+ * Whatever proxy_ssl_protocols says: TLS 1.3 only for pinned links, TLS
+ * 1.2 or 1.3 to a gateway that terminates TLS; never a renegotiation.
+ */
+
+static ngx_int_t
+ngx_http_dstack_mesh_set_protocols(SSL *ssl, ngx_http_dstack_mesh_route_e route)
+{
+    int  min;
+
+    min = (route == NGX_HTTP_DSTACK_MESH_PINNED) ? TLS1_3_VERSION
+                                                 : TLS1_2_VERSION;
+
+    SSL_clear_options(ssl, SSL_OP_NO_TLSv1_2|SSL_OP_NO_TLSv1_3);
+    SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
+
+    if (SSL_set_min_proto_version(ssl, min) != 1
+        || SSL_set_max_proto_version(ssl, 0) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc, void *data)
 {
@@ -510,45 +665,38 @@ ngx_http_dstack_mesh_save_session(ngx_peer_connection_t *pc, void *data)
 
     ngx_queue_t                     *q;
     ngx_ssl_session_t               *session;
+    ngx_http_dstack_mesh_table_t    *t;
     ngx_http_dstack_mesh_session_t  *s;
+
+    t = &pd->mmcf->sessions;
+
+    if (pd->mmcf->sessions_size == 0) {
+        return;
+    }
 
     session = ngx_ssl_get_session(pc->connection);
     if (session == NULL) {
         return;
     }
 
-    s = ngx_http_dstack_mesh_session_find(pd->mmcf, &pd->ctx->key);
+    s = (ngx_http_dstack_mesh_session_t *)
+            ngx_http_dstack_mesh_table_find(t, &pd->ctx->key, 0);
+
+    if (s == NULL && ngx_queue_empty(&t->free)) {
+        q = ngx_queue_last(&t->used);
+        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, entry.queue);
+    }
+
     if (s) {
-        q = &s->queue;
-        goto found;
-    }
-
-    if (ngx_queue_empty(&pd->mmcf->sessions_free)) {
-        if (ngx_queue_empty(&pd->mmcf->sessions)) {
-            /* mesh_keepalive 0: no room for sessions either */
-            ngx_ssl_free_session(session);
-            return;
-        }
-
-        q = ngx_queue_last(&pd->mmcf->sessions);
-
-    } else {
-        q = ngx_queue_head(&pd->mmcf->sessions_free);
-    }
-
-    s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
-    s->key = pd->ctx->key;
-
-found:
-
-    if (s->session) {
         ngx_ssl_free_session(s->session);
+        ngx_http_dstack_mesh_table_remove(t, &s->entry);
     }
 
-    s->session = session;
+    q = ngx_queue_head(&t->free);
+    s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, entry.queue);
 
-    ngx_queue_remove(q);
-    ngx_queue_insert_head(&pd->mmcf->sessions, q);
+    ngx_http_dstack_mesh_table_insert(t, &s->entry, &pd->ctx->key);
+    s->session = session;
 }
 
 
@@ -628,28 +776,6 @@ ngx_http_dstack_mesh_verify_gateway(int ok, X509_STORE_CTX *store)
 }
 
 
-static ngx_http_dstack_mesh_session_t *
-ngx_http_dstack_mesh_session_find(ngx_http_dstack_mesh_main_conf_t *mmcf,
-    ngx_http_dstack_mesh_key_t *key)
-{
-    ngx_queue_t                     *q;
-    ngx_http_dstack_mesh_session_t  *s;
-
-    for (q = ngx_queue_head(&mmcf->sessions);
-         q != ngx_queue_sentinel(&mmcf->sessions);
-         q = ngx_queue_next(q))
-    {
-        s = ngx_queue_data(q, ngx_http_dstack_mesh_session_t, queue);
-
-        if (ngx_http_dstack_mesh_key_equal(&s->key, key)) {
-            return s;
-        }
-    }
-
-    return NULL;
-}
-
-
 /* the connection being verified and the key set on it in set_session */
 
 static ngx_http_dstack_mesh_key_t *
@@ -667,13 +793,102 @@ ngx_http_dstack_mesh_verified_key(X509_STORE_CTX *store, ngx_connection_t **c)
 
 static ngx_uint_t
 ngx_http_dstack_mesh_key_equal(ngx_http_dstack_mesh_key_t *a,
-    ngx_http_dstack_mesh_key_t *b)
+    ngx_http_dstack_mesh_key_t *b, ngx_uint_t any_address)
 {
-    return a->route == b->route
+    return a->hash == b->hash
+           && a->route == b->route
+           && a->gateway == b->gateway
+           && a->identity == b->identity
+           && a->trusted == b->trusted
+           && a->ssl == b->ssl
            && a->host_len == b->host_len
            && ngx_memcmp(a->host, b->host, a->host_len) == 0
            && ngx_strcmp(a->app_id, b->app_id) == 0
-           && ngx_cmp_sockaddr(&a->sockaddr.sockaddr, a->socklen,
-                               &b->sockaddr.sockaddr, b->socklen, 1)
-              == NGX_OK;
+           && (any_address
+               || ngx_cmp_sockaddr(&a->sockaddr.sockaddr, a->socklen,
+                                   &b->sockaddr.sockaddr, b->socklen, 1)
+                  == NGX_OK);
+}
+
+
+/* n entries of "size" bytes, each starting with an entry; hash buckets */
+
+static ngx_int_t
+ngx_http_dstack_mesh_table_init(ngx_conf_t *cf, ngx_http_dstack_mesh_table_t *t,
+    ngx_uint_t n, size_t size)
+{
+    u_char      *p;
+    ngx_uint_t   i, buckets;
+
+    ngx_queue_init(&t->used);
+    ngx_queue_init(&t->free);
+
+    for (buckets = 1; buckets < n; buckets <<= 1) { /* void */ }
+
+    t->mask = buckets - 1;
+    t->buckets = ngx_palloc(cf->pool, buckets * sizeof(ngx_queue_t));
+    p = ngx_pcalloc(cf->pool, n * size);
+
+    if (t->buckets == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < buckets; i++) {
+        ngx_queue_init(&t->buckets[i]);
+    }
+
+    for (i = 0; i < n; i++, p += size) {
+        ngx_queue_insert_tail(&t->free,
+                              &((ngx_http_dstack_mesh_entry_t *) p)->queue);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_dstack_mesh_entry_t *
+ngx_http_dstack_mesh_table_find(ngx_http_dstack_mesh_table_t *t,
+    ngx_http_dstack_mesh_key_t *key, ngx_uint_t any_address)
+{
+    ngx_queue_t                   *q, *bucket;
+    ngx_http_dstack_mesh_entry_t  *e;
+
+    bucket = &t->buckets[key->hash & t->mask];
+
+    for (q = ngx_queue_head(bucket);
+         q != ngx_queue_sentinel(bucket);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_http_dstack_mesh_entry_t, bucket);
+
+        if (ngx_http_dstack_mesh_key_equal(&e->key, key, any_address)) {
+            return e;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* a free entry becomes the most recently used one, under "key" */
+
+static void
+ngx_http_dstack_mesh_table_insert(ngx_http_dstack_mesh_table_t *t,
+    ngx_http_dstack_mesh_entry_t *e, ngx_http_dstack_mesh_key_t *key)
+{
+    e->key = *key;
+
+    ngx_queue_remove(&e->queue);
+    ngx_queue_insert_head(&t->used, &e->queue);
+    ngx_queue_insert_head(&t->buckets[key->hash & t->mask], &e->bucket);
+}
+
+
+static void
+ngx_http_dstack_mesh_table_remove(ngx_http_dstack_mesh_table_t *t,
+    ngx_http_dstack_mesh_entry_t *e)
+{
+    ngx_queue_remove(&e->bucket);
+    ngx_queue_remove(&e->queue);
+    ngx_queue_insert_head(&t->free, &e->queue);
 }

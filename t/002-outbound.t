@@ -38,6 +38,7 @@ my $world = <<'CONF';
         ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
         ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
         ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
         keepalive_requests 1000;
         access_log $TEST_NGINX_HTML_DIR/../logs/error.log mesh_cvm;
 
@@ -58,6 +59,7 @@ my $world = <<'CONF';
         ssl_certificate_key $TEST_NGINX_CERT_DIR/app-c.key;
         ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
         ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
         keepalive_requests 1000;
         access_log $TEST_NGINX_HTML_DIR/../logs/error.log mesh_cvm;
 
@@ -237,6 +239,7 @@ offered.
         ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
         ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
         ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_ticket_key $TEST_NGINX_HTML_DIR/ticket.key;
         keepalive_timeout 0;
         access_log $TEST_NGINX_HTML_DIR/../logs/error.log mesh_cvm;

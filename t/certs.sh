@@ -14,6 +14,10 @@
 #   OUTDIR/gateway.{key,crt}   signed by the test CA for *.gw.test, no app_id
 #   OUTDIR/gateway-other-ca.{key,crt}    the same names, signed by the other CA
 #   OUTDIR/gateway-wrong-name.{key,crt}  the test CA, for *.elsewhere.test
+#   OUTDIR/corrupt-chain.crt   app-a's chain with a damaged certificate inside
+#   OUTDIR/expired.{key,crt}, expiring.{key,crt}
+#                              signed by the test CA, no app_id, valid until
+#                              yesterday / for three more days
 #
 # Every leaf: alt name localhost, serverAuth and clientAuth, fetched with
 # tools/dstack-tls-key as a CVM fetches its own.  Re-running
@@ -136,5 +140,27 @@ for name in app-a app-b app-c noext badext gateway; do
     openssl verify -CAfile "$out/ca.crt" "$out/$name.crt" >/dev/null
 done
 openssl verify -CAfile "$out/other-ca.crt" "$out/other.crt" >/dev/null
+
+# Identities that mesh_certificate refuses or warns about: app-a's chain
+# with a damaged certificate between leaf and CA; leaves (no app_id
+# needed) that expired yesterday or expire in three days.
+{
+    openssl x509 -in "$out/app-a.crt"
+    printf '%s\n' '-----BEGIN CERTIFICATE-----' 'MIIBdamaged!!' \
+        '-----END CERTIFICATE-----'
+    cat "$out/ca.crt"
+} > "$out/corrupt-chain.crt"
+
+for spec in expired:-1 expiring:3; do
+    name=${spec%%:*}
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+        -subj "/CN=$name" -keyout "$out/$name.key" -out "$work/$name.csr" \
+        2>"$work/openssl.log"
+    openssl x509 -req -in "$work/$name.csr" -days "${spec#*:}" \
+        -CA "$out/ca/ca.crt" -CAkey "$out/ca/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" \
+        -out "$work/$name.leaf.crt" 2>>"$work/openssl.log"
+    cat "$work/$name.leaf.crt" "$out/ca.crt" > "$out/$name.crt"
+done
 
 echo "certificates in $out"

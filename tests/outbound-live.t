@@ -239,6 +239,7 @@ sub world {
         ssl_certificate_key @CERTS@/app-b.key;
         ssl_client_certificate @CERTS@/ca.crt;
         ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
         access_log @DIR@/cvm-b.log cvm;
 
         mesh_auth on;

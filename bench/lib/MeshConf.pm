@@ -78,6 +78,7 @@ $upstream
         ssl_certificate_key $c/app-b.key;
         ssl_client_certificate $c/ca.crt;
         ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
 
 $location{$variant}
     }
@@ -118,6 +119,7 @@ CONF
         ssl_certificate_key $c/app-b.key;
         ssl_client_certificate $c/ca.crt;
         ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
         access_log $dir/target-requests.log requests;
 
         location / {

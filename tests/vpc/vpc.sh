@@ -188,6 +188,7 @@ http {
         ssl_certificate_key    $dir/tls/key.pem;
         ssl_client_certificate $dir/tls/ca.pem;
         ssl_verify_client on;
+        ssl_protocols TLSv1.2 TLSv1.3;
         mesh_auth on;
 
         location / {
