@@ -26,6 +26,7 @@ my $world = <<'CONF';
         ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
         ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
         ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_verify_client on;
 
         mesh_auth on;
@@ -43,6 +44,7 @@ my $world = <<'CONF';
         ssl_certificate $TEST_NGINX_CERT_DIR/app-c.crt;
         ssl_certificate_key $TEST_NGINX_CERT_DIR/app-c.key;
         ssl_client_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_verify_client on;
 
         mesh_auth on;
