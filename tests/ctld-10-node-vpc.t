@@ -58,7 +58,8 @@ write_text($N{alpha}{hosts}, $BEFORE . "# BEGIN dstack-ctld\n"
 
 my $sock = "$DIR/ctld.sock";
 my $srv = start_server(unix => $sock, dir => $DIR,
-                       args => ['--wg-endpoint', "$hubns->{ip}:51820"]);
+                       args => ['--wg-endpoint', "$hubns->{ip}:51820",
+                                '--allowed-apps', join(',', values %APP)]);
 
 my $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
                      '--server-url', "unix:$sock", '--hosts-file',
