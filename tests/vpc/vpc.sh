@@ -220,9 +220,11 @@ load_modules() {
 
 server_start() {
     local dir=$DV_DIR/srv
+    local apps=${APP[*]}
     ns srv "$DSTACK_BIN/dstack-ctld" server --listen 127.0.0.1:8000 \
         --data-dir "$dir/data" --wg-endpoint "${IP[srv]}:51820" \
         --server-app-id "$SRV_APP" --gateway-domain "$DOMAIN" \
+        --allowed-apps "${apps// /,}" \
         2>>"$dir/ctld.log" &
     echo $! > "$dir/ctld.pid"
     wait_for "ns srv curl -sf http://127.0.0.1:8000/health"
