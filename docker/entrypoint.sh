@@ -5,7 +5,8 @@
 #
 #   VPC_SERVER_ENABLED=true   the VPC server: nginx (inbound mutual RA-TLS on
 #                             443 with mesh_auth, in front of `dstack-ctld
-#                             server` on MESH_BACKEND) and the WireGuard hub
+#                             server` on MESH_BACKEND, a unix socket only
+#                             nginx's group can open) and the WireGuard hub
 #   otherwise                 a node: nginx (the outbound mesh entry point on
 #                             127.0.0.1:80, inbound 443 when MESH_BACKEND is
 #                             set) and `dstack-ctld node`
@@ -40,6 +41,7 @@ AGENT_SOCKET=${DSTACK_AGENT_SOCKET:-/var/run/dstack.sock}
 CONFIG_DIR=${DSTACK_VPC_CONFIG_DIR:-/etc/dstack-vpc}
 DATA_DIR=${DSTACK_VPC_DATA_DIR:-/var/lib/dstack-vpc}
 NGINX=${NGINX:-/usr/sbin/nginx}
+NGINX_USER=${NGINX_USER:-www-data}
 NGX_MODULES=${NGX_MODULES:-/usr/lib/nginx/modules/ngx_http_dstack_mesh_module.so}
 CTLD=${DSTACK_CTLD:-dstack-ctld}
 TLS_KEY=${DSTACK_TLS_KEY:-}
@@ -70,11 +72,23 @@ fi
 
 if $SERVER; then
     ROLE=server
-    MESH_BACKEND=${MESH_BACKEND:-127.0.0.1:8000}
-    ALLOWED_APPS=${VPC_ALLOWED_APPS:-${ALLOWED_APPS:-any}}
+    MESH_BACKEND=${MESH_BACKEND:-unix:/run/dstack-vpc/ctld.sock}
+    # empty: this server's own app alone, once the guest agent has told it
+    ALLOWED_APPS=${VPC_ALLOWED_APPS:-${ALLOWED_APPS:-}}
     [ -n "$WG_ENDPOINT" ] || die "VPC_WG_ENDPOINT is required on the server:" \
         "the host:port where nodes reach this CVM's WireGuard port $WG_PORT" \
         "(the hub), e.g. VPC_WG_ENDPOINT=203.0.113.7:$WG_PORT"
+    case $MESH_BACKEND in
+        unix:/*)
+            # a directory of its own: its group and mode are set below
+            sock_dir=$(dirname "${MESH_BACKEND#unix:}")
+            if [ -d "$sock_dir" ] && [ -n "$(find "$sock_dir" -maxdepth 0 -perm -o+w)" ]; then
+                die "MESH_BACKEND: $sock_dir is writable by everyone; give the socket a directory of its own"
+            fi ;;
+        unix:*) die "MESH_BACKEND: \"$MESH_BACKEND\" is not unix:/absolute/path nor host:port" ;;
+        *) log "warning: MESH_BACKEND $MESH_BACKEND is TCP: every process of this" \
+               "CVM can reach dstack-ctld there and claim any app id" ;;
+    esac
     if [ "${ALLOWED_APPS,,}" != any ]; then
         for app in ${ALLOWED_APPS//,/ }; do
             is_hex_id "$app" || die "VPC_ALLOWED_APPS: \"$app\" is not an app id (hex) nor \"any\""
@@ -127,6 +141,18 @@ APP_ID=$(json_field app_id <<< "$agent_info") ||
     die "the guest agent's /Info has no app_id"
 INSTANCE_ID=$(json_field instance_id <<< "$agent_info" || true)
 
+if [ "$ROLE" = server ]; then
+    if [ -z "$ALLOWED_APPS" ]; then
+        is_hex_id "$APP_ID" || die "the guest agent's app_id \"$APP_ID\" is not an app id"
+        ALLOWED_APPS=$APP_ID
+        log "apps allowed: $APP_ID (this server's own app; set VPC_ALLOWED_APPS for others)"
+    elif [ "${ALLOWED_APPS,,}" = any ]; then
+        log "warning: VPC_ALLOWED_APPS=any: every app the KMS certifies can join the VPC"
+    else
+        log "apps allowed: $ALLOWED_APPS"
+    fi
+fi
+
 # the gateway domain: given, or from the agent when it says (a field of
 # /Info, or of its vm_config)
 GATEWAY_DOMAIN=${DSTACK_GATEWAY_DOMAIN:-}
@@ -163,13 +189,28 @@ TLS_DIR=$CONFIG_DIR/tls
 NGX_DIR=$CONFIG_DIR/nginx
 mkdir -p "$CONFIG_DIR" "$NGX_DIR" "$DATA_DIR"
 
+# the server trusts x-dstack-app-id, so only nginx may reach it: its socket
+# (dstack-ctld makes it 0660) in a directory of nginx's group, 0750; the
+# set-group-id bit gives the socket that group
+if [ -n "${sock_dir:-}" ]; then
+    mkdir -p "$sock_dir"
+    if (( EUID == 0 )); then
+        nginx_group=$(id -gn "$NGINX_USER") ||
+            die "NGINX_USER: \"$NGINX_USER\" is not a user"
+        chown "root:$nginx_group" "$sock_dir"
+        chmod 2750 "$sock_dir"
+    else
+        chmod 0750 "$sock_dir"
+    fi
+fi
+
 alt_names=()
 [ "$ROLE" = node ] && [ -n "${VPC_NODE_NAME:-}" ] && alt_names+=("$VPC_NODE_NAME")
 "$TLS_KEY" "$AGENT_SOCKET" "$TLS_DIR" "${alt_names[@]}" ||
     die "could not get the RA-TLS key and chain from the guest agent ($AGENT_SOCKET)"
 
 render_nginx() {
-    local m gateway resolver="" allow trusted=""
+    local m gateway resolver="" allow backend trusted=""
     if [ -n "$GATEWAY_ADDRESS" ]; then
         gateway="$GATEWAY_DOMAIN address=$GATEWAY_ADDRESS"
     else
@@ -180,10 +221,15 @@ render_nginx() {
         trusted="mesh_gateway_trusted_certificate /etc/ssl/certs/ca-certificates.crt;"
     allow=${ALLOWED_APPS:-any}
     allow=${allow//,/ }
+    backend=http://$MESH_BACKEND
+    if [[ $MESH_BACKEND == unix:* ]]; then backend="http://$MESH_BACKEND:"; fi
 
     for m in $NGX_MODULES; do
         echo "load_module $m;"
     done
+    # workers in the group of the server's socket (a master run as root
+    # would otherwise give them nobody's)
+    if [ "$ROLE" = server ] && (( EUID == 0 )); then echo "user $NGINX_USER;"; fi
     cat <<EOF
 pid $NGX_DIR/nginx.pid;
 error_log stderr warn;
@@ -221,7 +267,7 @@ EOF
         mesh_allow_apps $allow;
 
         location / {
-            proxy_pass http://$MESH_BACKEND;
+            proxy_pass $backend;
             proxy_http_version 1.1;
             proxy_set_header Host \$host;
             proxy_set_header Connection "";
@@ -269,8 +315,10 @@ if [ "$ROLE" = server ]; then
                 --allowed-apps "$ALLOWED_APPS" --wg-endpoint "$WG_ENDPOINT"
                 --server-app-id "$APP_ID" --gateway-domain "${GATEWAY_DOMAIN%:*}"
                 --log-level "$LOG_LEVEL")
+    hub_url=http://$MESH_BACKEND
+    if [[ $MESH_BACKEND == unix:* ]]; then hub_url=$MESH_BACKEND; fi
     hub_cmd=("$CTLD" node --hub --data-dir "$DATA_DIR"
-             --server-url "http://$MESH_BACKEND" --interface "$WG_INTERFACE"
+             --server-url "$hub_url" --interface "$WG_INTERFACE"
              --backend "$WG_BACKEND" --listen-port "$WG_PORT"
              --hosts-file "$HOSTS_FILE" --log-level "$LOG_LEVEL")
     CHILDREN=(nginx server hub)

@@ -73,7 +73,8 @@ my @table = (
           nodes => [{ hostname => 'etcd-2', hostname_with_port => 'etcd-2:2379',
                       tailscale_ip => '100.128.0.9', uuid => 'e-2' }] }],
     # an app cannot rewrite another app's record
-    [POST => '/api/nodes/update?uuid=n-1&hostname=evil', 'beef01', 403, { error => 'Forbidden' }],
+    [POST => '/api/nodes/update?uuid=n-1&hostname=evil', 'beef01', 403,
+        { error => 'uuid belongs to another app' }],
     [GET  => '/api/register?instance_id=i-1', $APP, 200, {}],
 );
 
@@ -150,9 +151,8 @@ is($clear_text, 0, 'key not stored in clear (no file holds its text)');
 is($clear_bytes, 0, 'nor its raw bytes');
 unlike($srv->log_text, qr/$key/, 'key never logged');
 
-# default allowlist is "any"; the original's ALLOWED_APPS works too
-my $any = start_server();
-is(req($any, 'GET', '/api/register?instance_id=z', app => 'f00d')->{status}, 200, 'default: any app');
+# the default allowlist is the server's own app (tests/ctld-07-ownership.t);
+# the original's ALLOWED_APPS works too
 {
     local $ENV{ALLOWED_APPS} = 'cafe';
     my $env = start_server();
@@ -177,7 +177,7 @@ is(req($conf2, 'GET', '/api/nodes', app => 'f00d')->{status}, 200, 'flags overri
 # --help documents every option
 my $help = `@{[ctld_bin()]} --help`;
 my $shelp = `@{[ctld_bin()]} server --help`;
-for my $opt (qw(listen data-dir allowed-apps key-lifetime pool server-address
+for my $opt (qw(listen data-dir allowed-apps reserve-name key-lifetime pool server-address
                 server-name wg-endpoint server-url server-app-id gateway-domain
                 allow-remote max-wait tombstone-ttl threads max-connections
                 max-body socket-mode log-level config)) {

@@ -10,7 +10,8 @@ use Test::More;
 use Time::HiRes qw(sleep);
 
 my $APP = 'aa11';
-my $srv = start_server(args => ['--wg-endpoint', 'vpc.example:51820']);
+my $srv = start_server(args => ['--wg-endpoint', 'vpc.example:51820',
+                                '--allowed-apps', 'aa11,bb22,cc33']);
 
 sub state_counts {
     my ($db) = @_;
@@ -89,7 +90,7 @@ $r = req($srv, 'POST', '/api/v1/join', app => 'bb22',
 is($r->{status}, 200, 'owner can still use its key');
 
 # expired keys, with a short lifetime
-my $short = start_server(args => ['--key-lifetime', '1s']);
+my $short = start_server(args => ['--key-lifetime', '1s', '--server-app-id', $APP]);
 my $k = register($short, $APP, 'inst-e', 'e-1');
 sleep 2.1;
 $before = state_counts($short->db);
@@ -103,7 +104,8 @@ like($short->log_text, qr/key expired/, 'expiry logged');
 my $k3 = register($srv, $APP, 'inst-1', 'web-1');
 my $newpub = wg_key();
 $r = req($srv, 'POST', '/api/v1/join', app => $APP,
-         body => { pre_auth_key => $k3, public_key => $newpub, name => 'web-1b' });
+         body => { pre_auth_key => $k3, public_key => $newpub, name => 'web-1b',
+                   node_token => $n->{node_token} });
 is($r->{status}, 200, 're-join');
 is($r->{json}{address}, $n->{address}, 're-join keeps the address');
 is($r->{json}{node_id}, $n->{node_id}, 're-join keeps the node id');
@@ -193,7 +195,7 @@ is(req($srv, 'GET', '/api/discover/app', app => $APP)->{status}, 404,
 # --- listen rules ---
 my $dir = File::Temp::tempdir(CLEANUP => 1);
 my $sock = "$dir/ctld.sock";
-my $u = start_server(unix => $sock);
+my $u = start_server(unix => $sock, args => ['--server-app-id', $APP]);
 ok(-S $sock, 'unix socket created');
 is((stat $sock)[2] & 0777, 0660, 'socket mode 0660');
 my $health = `curl -s --unix-socket $sock http://localhost/health`;
@@ -207,7 +209,7 @@ ok(!-e $sock, 'socket removed at exit');
 
 my $log = "$dir/remote.log";
 my $status = system(ctld_bin() . " server --listen 0.0.0.0:" . free_port()
-                    . " --data-dir $dir/remote >$log 2>&1");
+                    . " --data-dir $dir/remote --server-app-id $APP >$log 2>&1");
 isnt($status, 0, 'non-loopback listen refused');
 like(do { local (@ARGV, $/) = $log; <> }, qr/--allow-remote/, 'naming --allow-remote');
 {
@@ -216,7 +218,7 @@ like(do { local (@ARGV, $/) = $log; <> }, qr/--allow-remote/, 'naming --allow-re
     if ($pid == 0) {
         open STDERR, '>', "$dir/allow.log";
         exec ctld_bin(), 'server', '--listen', "0.0.0.0:$p", '--data-dir', "$dir/allow",
-             '--allow-remote';
+             '--allow-remote', '--server-app-id', $APP;
     }
     my $ok = 0;
     for (1 .. 100) {
@@ -232,7 +234,7 @@ like(do { local (@ARGV, $/) = $log; <> }, qr/--allow-remote/, 'naming --allow-re
 
 # a second server on the same data directory is refused
 my $status2 = system(ctld_bin() . " server --listen 127.0.0.1:" . free_port()
-                     . " --data-dir $srv->{data} >/dev/null 2>&1");
+                     . " --data-dir $srv->{data} --allowed-apps $APP >/dev/null 2>&1");
 isnt($status2, 0, 'one server per data directory');
 
 done_testing;

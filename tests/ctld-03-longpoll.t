@@ -12,7 +12,7 @@ use Time::HiRes qw(sleep time);
 use POSIX qw(:sys_wait_h);
 
 my $APP = 'feed01';
-my $srv = start_server(args => ['--tombstone-ttl', '1h']);
+my $srv = start_server(args => ['--tombstone-ttl', '1h', '--server-app-id', $APP]);
 
 my $me = join_node($srv, $APP, 'watcher', 'watcher')->{json};
 my $tok = $me->{node_token};
@@ -192,14 +192,14 @@ is($res->{json}{snapshot}, JSON::PP::false, 'same epoch: delta');
 
 # a hub identity change is a peer-set change
 $srv->stop;
-$srv->{args} = ['--wg-endpoint', 'hub.example:51820'];
+$srv->{args} = ['--wg-endpoint', 'hub.example:51820', '--server-app-id', $APP];
 $srv->start;
 $res = poll($c->{version});
 is(scalar @{ $res->{json}{changed} }, 1, 'hub change reported');
 is($res->{json}{changed}[0]{endpoint}, 'hub.example:51820', 'with its new endpoint');
 
 # --- tombstones pruned: a poller from before the floor gets a snapshot ---
-my $ttl = start_server(args => ['--tombstone-ttl', '1s']);
+my $ttl = start_server(args => ['--tombstone-ttl', '1s', '--server-app-id', $APP]);
 my $w = join_node($ttl, $APP, 'w', 'w')->{json};
 my $x = join_node($ttl, $APP, 'x', 'x')->{json};
 my $old = $x->{version};
@@ -220,7 +220,7 @@ $res = req($ttl, 'GET', "/api/v1/peers?since=$y->{version}", token => $w->{node_
 is($res->{json}{snapshot}, JSON::PP::false, 'recent enough: delta');
 
 # --- wait is bounded ---
-my $bounded = start_server(args => ['--max-wait', '1s']);
+my $bounded = start_server(args => ['--max-wait', '1s', '--server-app-id', $APP]);
 my $z = join_node($bounded, $APP, 'z', 'z')->{json};
 my $t0 = time;
 $res = req($bounded, 'GET', "/api/v1/peers?since=$z->{version}&wait=100000", token => $z->{node_token});

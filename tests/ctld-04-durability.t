@@ -16,7 +16,7 @@ my $WORKERS = 8;
 my $KILLS = 5;
 my $APP = 'd00d';
 
-my $srv = start_server();
+my $srv = start_server(args => ['--server-app-id', $APP]);
 my $dir = $srv->{dir};
 
 # each worker joins new nodes in a loop and records every join answered 200

@@ -11,7 +11,7 @@ use JSON::PP;
 use Test::More;
 
 my $APP = 'bad0';
-my $srv = start_server();
+my $srv = start_server(args => ['--server-app-id', $APP]);
 my $me = join_node($srv, $APP, 'me', 'me')->{json};
 my $key = register($srv, $APP, 'k1', 'k-1');
 

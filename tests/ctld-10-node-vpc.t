@@ -58,7 +58,8 @@ write_text($N{alpha}{hosts}, $BEFORE . "# BEGIN dstack-ctld\n"
 
 my $sock = "$DIR/ctld.sock";
 my $srv = start_server(unix => $sock, dir => $DIR,
-                       args => ['--wg-endpoint', "$hubns->{ip}:51820"]);
+                       args => ['--wg-endpoint', "$hubns->{ip}:51820",
+                                '--allowed-apps', join(',', values %APP)]);
 
 my $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
                      '--server-url', "unix:$sock", '--hosts-file',
@@ -309,6 +310,21 @@ ok(dump_of($N{alpha})->{peers}{ $list->{delta}{public_key} }{handshake} > 0,
        'beta: alpha\'s session untouched');
     is_deeply(sessions(dump_of($N{alpha})), sessions($own),
               'alpha: every peer as it was, handshakes included');
+}
+
+# --- a node with a new key: its token proves it is the same node -------------
+
+{
+    my $old = nodes()->{gamma};
+    is($N{gamma}{node}->stop, 0, 'gamma: stopped');
+    unlink "$N{gamma}{state}/node.key" or die "node.key: $!";
+    start('gamma');
+    ok(wait_until(15, sub { my $now = nodes()->{gamma};
+                            $now && $now->{public_key} ne $old->{public_key} }),
+       'gamma: a new key, joined again with its node token')
+        or diag($N{gamma}{node}->log_text);
+    is(nodes()->{gamma}{id}, $old->{id}, '  the same node');
+    is(nodes()->{gamma}{address}, $old->{address}, '  at the same address');
 }
 
 # --- a node started while the server is down ---------------------------------

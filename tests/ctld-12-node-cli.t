@@ -31,7 +31,7 @@ sub spit {
 
 my $BIN = ctld_bin();
 my $APP = 'e0e0000000000000000000000000000000000005';
-my $srv = start_server(args => ['--wg-endpoint', '192.0.2.1:51820']);
+my $srv = start_server(args => ['--wg-endpoint', '192.0.2.1:51820', '--server-app-id', $APP]);
 my $admin = slurp("$srv->{data}/admin.token") =~ s/\s+//r;
 
 # --- the hub's view: GET /api/v1/peers with the admin token ------------------

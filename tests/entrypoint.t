@@ -18,6 +18,7 @@ my $entry = "$root/docker/entrypoint.sh";
 my $vpc = "$root/tests/vpc/vpc.sh";
 my $module = "$root/build/nginx/ngx_http_dstack_mesh_module.so";
 my $SRV = '5e7e000000000000000000000000000000000001';
+my $N1 = 'aaaa000000000000000000000000000000000011';
 my $dir = '/tmp/de-test';
 
 # --- lint: every shell script of the deployment
@@ -55,6 +56,9 @@ fails({ %base, VPC_SERVER_ENABLED => 'perhaps' },
       qr/VPC_SERVER_ENABLED: "perhaps" is not a boolean/, 'a bad VPC_SERVER_ENABLED');
 fails({ %base, VPC_SERVER_APP_ID => 'xyz' },
       qr/VPC_SERVER_APP_ID: "xyz"/, 'a bad VPC_SERVER_APP_ID');
+fails({ %base, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '192.0.2.1:51820',
+        MESH_BACKEND => 'unix:/tmp/ctld.sock' },
+      qr{MESH_BACKEND: /tmp is writable by everyone}, 'a socket in a shared directory');
 
 # --- the real thing, in namespaces
 
@@ -81,9 +85,22 @@ SKIP: {
 
     my %common = (%base, DSTACK_GATEWAY_DOMAIN => 'gw.dstack.test',
                   DSTACK_GATEWAY_ADDRESS => '10.99.0.2:443', VPC_WG_BACKEND => 'uapi');
-    $pid{srv} = start('srv', { %common, VPC_SERVER_ENABLED => 'true',
-                               VPC_WG_ENDPOINT => '10.99.0.10:51820',
-                               VPC_WG_INTERFACE => 'dewg-srv' });
+    my $sock = "$dir/srv/run/ctld.sock";
+    my %server = (%common, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '10.99.0.10:51820',
+                  VPC_WG_INTERFACE => 'dewg-srv', MESH_BACKEND => "unix:$sock");
+
+    # the default: the server's own app alone (rendered, then stopped by a
+    # refusing nginx)
+    fails({ %server, NGINX => '/bin/false', DSTACK_AGENT_SOCKET => "$dir/srv/dstack.sock",
+            DSTACK_VPC_CONFIG_DIR => "$dir/srv/probe" },
+          qr/apps allowed: $SRV \(this server's own app/, 'default VPC_ALLOWED_APPS');
+    like(slurp("$dir/srv/probe/nginx/nginx.conf"), qr/^\s*mesh_allow_apps $SRV;$/m,
+         '  nginx lets the server\'s own app in, no other');
+    fails({ %server, NGINX => '/bin/false', DSTACK_AGENT_SOCKET => "$dir/srv/dstack.sock",
+            DSTACK_VPC_CONFIG_DIR => "$dir/srv/probe", VPC_ALLOWED_APPS => 'any' },
+          qr/warning: VPC_ALLOWED_APPS=any/, 'VPC_ALLOWED_APPS=any: a warning');
+
+    $pid{srv} = start('srv', { %server, VPC_ALLOWED_APPS => "$SRV,$N1" });
     $pid{n1} = start('n1', { %common, VPC_SERVER_APP_ID => $SRV, VPC_NODE_NAME => 'n1',
                              VPC_NODE_TYPE => 'worker', VPC_WG_ENDPOINT => '10.99.0.11:51820',
                              VPC_WG_INTERFACE => 'dewg-n1' });
@@ -94,8 +111,25 @@ SKIP: {
     like($addr, qr/^100\.(?:12[89]|1[3-8]\d|19[01])\.\d+\.\d+$/,
          "the node joined from environment variables alone: dewg-n1 has $addr");
 
-    like(out('srv', "$bin/dstack-ctld nodes list --data-dir $dir/srv/data --listen 127.0.0.1:8000"),
+    like(out('srv', "$bin/dstack-ctld nodes list --data-dir $dir/srv/data --listen unix:$sock"),
          qr/\bn1\b.*\Q$addr\E/, 'the server lists n1');
+
+    # the server's socket: nginx's group only
+    my @st = stat $sock;
+    is(sprintf('%04o %s', $st[2] & 07777, scalar getgrgid($st[5])), '0660 www-data',
+       'the server socket: 0660, group www-data');
+    @st = stat "$dir/srv/run";
+    is(sprintf('%04o %s', $st[2] & 07777, scalar getgrgid($st[5])), '2750 www-data',
+       '  in a directory 0750 of that group (set-group-id)');
+    like(slurp("$dir/srv/etc/nginx/nginx.conf"), qr/^user www-data;$/m,
+         '  nginx workers run as www-data');
+    my $health = "curl -sS --max-time 5 --unix-socket $sock http://x/health";
+    is(out('srv', "setpriv --reuid=www-data --regid=www-data --init-groups $health"), 'OK',
+       '  which can open it');
+    like(out('srv', "setpriv --reuid=nobody --regid=nogroup --clear-groups $health"),
+         qr/Permission denied|Couldn't connect/, '  another local user cannot');
+    isnt(system("ip netns exec de-srv curl -sf --max-time 5 http://127.0.0.1:8000/health"
+                . " >/dev/null 2>&1"), 0, '  and nothing listens on TCP 8000');
     like(out('n1', "curl -sS --max-time 20 -H 'x-dstack-target-app: $SRV' http://127.0.0.1/api/discover/worker"),
          qr/"count":1.*n1\.dstack\.internal/s, 'discovery through the mesh finds n1');
     ok(eventually(sub { out('n1', 'ping -c 1 -W 2 vpc-server.dstack.internal') =~ / 0% packet loss/ }),

@@ -41,7 +41,8 @@ sub ctld_server {
     my $addr = "127.0.0.1:$a{port}";
     my $pid = spawn($a{name}, $Bench::SERVER_CPU, $BIN, 'server',
                     '--listen', $addr, '--data-dir', $data,
-                    '--log-level', 'warn', @{ $a{args} // [] });
+                    '--log-level', 'warn', '--server-app-id', $APP,
+                    @{ $a{args} // [] });
     wait_ready($a{name}, $pid, $addr);
     return { pid => $pid, port => $a{port}, addr => $addr, data => $data,
              name => $a{name},

@@ -40,6 +40,21 @@ opt_apply(const struct opt *o, void *cfg, const char *value, const char *where)
         *(char **) field = copy;
         return 0;
 
+    case OPT_LIST:
+        /* every source adds to the list: config lines, then flags */
+        if (*(char **) field == NULL) {
+            copy = strdup(value);
+        } else if (asprintf(&copy, "%s,%s", *(char **) field, value) < 0) {
+            copy = NULL;
+        }
+        if (copy == NULL) {
+            fprintf(stderr, "%s: out of memory\n", where);
+            return -1;
+        }
+        free(*(char **) field);
+        *(char **) field = copy;
+        return 0;
+
     case OPT_BOOL:
         if (!parse_bool(value, &b)) {
             fprintf(stderr, "%s: %s wants yes or no, not \"%s\"\n",
@@ -303,7 +318,7 @@ void
 opts_free(const struct opt *opts, void *cfg)
 {
     for (; opts->name != NULL; opts++) {
-        if (opts->type == OPT_STRING) {
+        if (opts->type == OPT_STRING || opts->type == OPT_LIST) {
             char **field = (char **) ((char *) cfg + opts->offset);
             free(*field);
             *field = NULL;

@@ -23,7 +23,8 @@ enum opt_type {
     OPT_BOOL,           /* bool; a bare --flag sets it */
     OPT_UINT,           /* uint64_t, 0..max */
     OPT_DURATION,       /* uint64_t seconds ("90", "15m", "1h"), 0..max */
-    OPT_OCTAL           /* uint64_t written in octal (file modes), 0..max */
+    OPT_OCTAL,          /* uint64_t written in octal (file modes), 0..max */
+    OPT_LIST            /* char *, repeatable: each set appends ",value" */
 };
 
 struct opt {

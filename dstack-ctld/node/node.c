@@ -219,10 +219,17 @@ same_join(const struct node_state *a, const struct node_state *b)
 }
 
 
+/*
+ * 0: resumed with the saved join; -1: none; 1: it was made with another
+ * key, endpoint or name, so join again.  Then only its token is kept: the
+ * join presents it, which a new public key needs (node_api_join).
+ */
 static int
 resume(struct vpc_node *n)
 {
     struct node_state  want;
+    char               token[TOKEN_HEX_LEN + 1];
+    bool               same_node;
 
     if (node_state_load(n->cfg.state_dir, &n->state) != 0) {
         return -1;
@@ -230,8 +237,17 @@ resume(struct vpc_node *n)
     join_params(n, &want);
     if (!same_join(&want, &n->state)) {
         log_info("the saved join was made with other settings; joining again");
+        /* a token goes to the server that made it, for the node it names */
+        same_node = strcmp(want.app_id, n->state.app_id) == 0
+                    && strcmp(want.instance_id, n->state.instance_id) == 0
+                    && strcmp(want.server, n->state.server) == 0;
+        memcpy(token, n->state.token, sizeof(token));
         OPENSSL_cleanse(&n->state, sizeof(n->state));
-        return -1;
+        if (same_node) {
+            memcpy(n->state.token, token, sizeof(token));
+        }
+        OPENSSL_cleanse(token, sizeof(token));
+        return same_node ? 1 : -1;
     }
     adopt_state(n);
     log_info("resuming as %s (node %" PRId64 ") at %s with the saved token",
@@ -449,6 +465,7 @@ poll_once(struct vpc_node *n, uint64_t wait)
             return -1;
         }
         node_state_forget(n->cfg.state_dir);
+        OPENSSL_cleanse(n->state.token, sizeof(n->state.token));
         if (!n->polled) {
             log_warn("the server does not know the saved token: joining again");
             n->joined = false;
@@ -487,7 +504,9 @@ node_loop(struct vpc_node *n)
                 if (!identified) {
                     goto next;
                 }
-                if (resume(n) != 0) {
+                /* a join with other settings keeps the file (and its
+                 * token) until the new join replaces it */
+                if (resume(n) < 0) {
                     node_state_forget(n->cfg.state_dir);
                 }
             }

@@ -159,6 +159,10 @@ node_api_join(struct vpc_node *n, const char *key, json_t **answer)
     if (body != NULL && n->cfg.name != NULL) {
         json_object_set_new(body, "name", json_string(n->cfg.name));
     }
+    /* a re-join proves it is this node, which a new public key needs */
+    if (body != NULL && n->state.token[0] != '\0') {
+        json_object_set_new(body, "node_token", json_string(n->state.token));
+    }
     text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (text == NULL) {

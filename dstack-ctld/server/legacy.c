@@ -35,42 +35,125 @@ record_json(sqlite3_stmt *st)
 
 
 static int
-update_exec(struct write_op *wop, sqlite3 *db)
+refuse(struct legacy_update_op *op, const char *why)
 {
-    struct legacy_update_op  *op = (struct legacy_update_op *) wop;
-    sqlite3_stmt             *st;
-    const char               *owner;
-    int                       rc;
+    op->op.status = 403;
+    op->op.error = why;
+    return -1;
+}
+
+
+/* 1 when a node of app_id (same) or of another app (!same) is the
+ * instance named uuid, 0 when none, -1 on error */
+static int
+instance_of(sqlite3 *db, const char *app_id, const char *uuid, bool same)
+{
+    sqlite3_stmt  *st;
+    int            rc;
+
+    st = db_prepare(db, same ? "SELECT 1 FROM nodes WHERE app_id = ?1"
+                               " AND instance_id = ?2"
+                             : "SELECT 1 FROM nodes WHERE app_id != ?1"
+                               " AND instance_id = ?2 LIMIT 1");
+    if (st == NULL) {
+        return -1;
+    }
+    sqlite3_bind_text(st, 1, app_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, uuid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+
+/*
+ * Hardening over the original, where a uuid belonged to whoever wrote it
+ * first.  A uuid that is the instance id of a joined node belongs to that
+ * node's app; any other uuid to the app that created its record.  0 when
+ * op's app may write it (a record another app pre-empted is deleted
+ * then) and op->created says whether the record is new; -1 refused or
+ * failed.
+ */
+static int
+owner_check(struct legacy_update_op *op, sqlite3 *db)
+{
+    sqlite3_stmt  *st;
+    char           owner[APP_ID_HEX_MAX + 1] = "";
+    int            rc, mine, theirs;
 
     st = db_prepare(db, "SELECT app_id FROM legacy_nodes WHERE uuid = ?1");
     if (st == NULL) {
-        goto failed;
+        return -1;
     }
     sqlite3_bind_text(st, 1, op->uuid, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        owner = (const char *) sqlite3_column_text(st, 0);
-        /* hardening over the original: an app cannot rewrite the record
-         * that another app created */
-        if (owner == NULL || strcmp(owner, op->app_id) != 0) {
-            sqlite3_finalize(st);
-            wop->status = 403;
-            wop->error = "Forbidden";
-            return -1;
-        }
+        const char *v = (const char *) sqlite3_column_text(st, 0);
+        snprintf(owner, sizeof(owner), "%s", v ? v : "");
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        goto failed;
+        return -1;
     }
     op->created = rc == SQLITE_DONE;
+    if (rc == SQLITE_ROW && strcmp(owner, op->app_id) == 0) {
+        return 0;
+    }
 
-    /* legacy special case of the original: only the newest etcd node stays */
+    mine = instance_of(db, op->app_id, op->uuid, true);
+    if (mine < 0) {
+        return -1;
+    }
+    if (rc == SQLITE_DONE) {
+        theirs = mine ? 0 : instance_of(db, op->app_id, op->uuid, false);
+        if (theirs != 0) {
+            return theirs < 0 ? -1 : refuse(op, "uuid is the instance id of a"
+                                            " node of another app");
+        }
+        return 0;
+    }
+
+    theirs = mine ? instance_of(db, owner, op->uuid, true) : 1;
+    if (theirs != 0) {
+        return theirs < 0 ? -1 : refuse(op, "uuid belongs to another app");
+    }
+    /* the record was written first by an app that has no such node */
+    st = db_prepare(db, "DELETE FROM legacy_nodes WHERE uuid = ?1");
+    if (st != NULL) {
+        sqlite3_bind_text(st, 1, op->uuid, -1, SQLITE_STATIC);
+    }
+    if (db_step_done(st, db) != 0) {
+        return -1;
+    }
+    op->created = true;
+    log_warn("node record %s of app %s replaced: the uuid is an instance of"
+             " app %s", op->uuid, owner, op->app_id);
+    return 0;
+}
+
+
+static int
+update_exec(struct write_op *wop, sqlite3 *db)
+{
+    struct legacy_update_op  *op = (struct legacy_update_op *) wop;
+    sqlite3_stmt             *st;
+
+    if (owner_check(op, db) != 0) {
+        if (wop->status != 0) {
+            return -1;
+        }
+        goto failed;
+    }
+
+    /* legacy special case of the original: only the newest etcd node
+     * stays, among the records of the caller's app */
     if (strcmp(op->node_type, "etcd") == 0) {
         st = db_prepare(db, "DELETE FROM legacy_nodes"
-                            " WHERE node_type = 'etcd' AND uuid != ?1");
+                            " WHERE node_type = 'etcd' AND uuid != ?1"
+                            " AND app_id = ?2");
         if (st != NULL) {
             sqlite3_bind_text(st, 1, op->uuid, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, op->app_id, -1, SQLITE_STATIC);
         }
         if (db_step_done(st, db) != 0) {
             goto failed;

@@ -386,6 +386,28 @@ taken_by_other(sqlite3 *db, const char *column, const char *value, int64_t self)
 }
 
 
+/* a re-join that replaces the key must prove it is that node: 1 yes */
+static int
+holds_token(sqlite3 *db, int64_t id, const struct join_op *op)
+{
+    sqlite3_stmt  *st;
+    int            rc;
+
+    if (!op->has_node_token) {
+        return 0;
+    }
+    st = db_prepare(db, "SELECT 1 FROM nodes WHERE id = ?1 AND token_hash = ?2");
+    if (st == NULL) {
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_blob(st, 2, op->node_token_hash, SHA256_LEN, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+
 static int
 join_exec(struct write_op *wop, sqlite3 *db)
 {
@@ -394,6 +416,7 @@ join_exec(struct write_op *wop, sqlite3 *db)
     struct node      *n = &op->node;
     sqlite3_stmt     *st;
     char              key_name[DNS_LABEL_MAX + 1];
+    enum name_holder  holder;
     int64_t           now = clock_unix();
     uint64_t          version;
     int               rc;
@@ -424,10 +447,19 @@ join_exec(struct write_op *wop, sqlite3 *db)
     }
     op->rejoined = rc == 1;
 
-    rc = taken_by_other(db, "name", n->name, op->rejoined ? old.id : 0);
-    if (rc != 0) {
-        return rc < 0 ? refuse(wop, 500, "storage error")
-                      : refuse(wop, 409, "name is taken by another node");
+    if (op->rejoined && strcmp(old.public_key, op->public_key) != 0) {
+        rc = holds_token(db, old.id, op);
+        if (rc <= 0) {
+            return rc < 0 ? refuse(wop, 500, "storage error")
+                          : refuse(wop, 409, "instance is joined with another public"
+                                   " key: a new key needs the node's node_token");
+        }
+    }
+
+    holder = names_check(&reg->reserved, db, n->name, op->app_id,
+                         op->rejoined ? old.id : 0);
+    if (holder != NAME_FREE) {
+        return refuse(wop, holder == NAME_ERROR ? 500 : 409, names_why(holder));
     }
     rc = taken_by_other(db, "public_key", op->public_key, op->rejoined ? old.id : 0);
     if (rc != 0) {

@@ -28,6 +28,7 @@
 #include "lib/wire.h"
 #include "server/ipam.h"
 #include "server/longpoll.h"
+#include "server/names.h"
 #include "server/writer.h"
 
 
@@ -45,6 +46,7 @@ struct registry {
     struct longpoll   *longpoll;
     uint64_t           tombstone_ttl;       /* seconds */
     uint64_t           key_retention;       /* seconds after expiry or use */
+    struct name_reservations  reserved;     /* --reserve-name */
 
     /* the hub: the server's own WireGuard peer, fixed while running */
     char               epoch[EPOCH_LEN + 1];
@@ -114,6 +116,9 @@ struct join_op {
     char               endpoint[ENDPOINT_MAX + 1];      /* "" when none */
     char               name[DNS_LABEL_MAX + 1];         /* "" = key's */
     unsigned char      token_hash[SHA256_LEN];
+    /* the node's current token, which a new public key needs */
+    bool               has_node_token;
+    unsigned char      node_token_hash[SHA256_LEN];
     /* out */
     enum key_failure   key_failure;
     struct node        node;

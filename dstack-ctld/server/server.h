@@ -25,6 +25,7 @@ struct server_config {
     char      *listen;
     char      *data_dir;
     char      *allowed_apps;
+    char      *reserve_name;
     char      *pool;
     char      *server_address;
     char      *server_name;

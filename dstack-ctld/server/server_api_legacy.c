@@ -49,6 +49,25 @@ register_state_free(void *p)
 }
 
 
+/* a name another app holds or has reserved is refused now, not at join
+ * (another node of the caller's app may be the one re-joining); false
+ * after answering */
+static bool
+register_name_free(struct http_req *r, const char *name)
+{
+    sqlite3           *db = store_reader(&r->srv->store);
+    enum name_holder   h;
+
+    h = db ? names_check(&r->srv->reg.reserved, db, name, r->app_id, 0)
+           : NAME_ERROR;
+    if (h == NAME_FREE || h == NAME_SAME_APP) {
+        return true;
+    }
+    http_error(r, h == NAME_ERROR ? 500 : 409, names_why(h));
+    return false;
+}
+
+
 enum MHD_Result
 api_register(struct http_req *r)
 {
@@ -101,6 +120,9 @@ api_register(struct http_req *r)
         snprintf(st->op.node_name, sizeof(st->op.node_name), "%s", name);
         if (!dns_label_normalize(st->op.node_name)) {
             return http_error(r, 400, "invalid node_name");
+        }
+        if (!register_name_free(r, st->op.node_name)) {
+            return MHD_YES;
         }
     } else {
         /* the original's default; kept only when it is a usable DNS label */

@@ -147,6 +147,7 @@ api_v1_join(struct http_req *r)
 {
     struct join_state  *st = r->data;
     const char         *key = NULL, *pub = NULL, *endpoint = NULL, *name = NULL;
+    const char         *node_token = NULL;
     json_t             *body, *wp;
     int                 rc;
 
@@ -180,7 +181,8 @@ api_v1_join(struct http_req *r)
         return rc < 0 ? MHD_YES : http_error(r, 400, "public_key is required");
     }
     if (member_string(r, body, "endpoint", &endpoint) < 0
-        || member_string(r, body, "name", &name) < 0)
+        || member_string(r, body, "name", &name) < 0
+        || member_string(r, body, "node_token", &node_token) < 0)
     {
         json_decref(body);
         return MHD_YES;
@@ -224,6 +226,17 @@ api_v1_join(struct http_req *r)
         return http_error_why(r, 401, "invalid pre-auth key", "malformed key");
     }
     sha256(key, TOKEN_HEX_LEN, st->op.key_hash);
+    /* a re-join with a new public key proves it is the node by its token */
+    if (node_token != NULL) {
+        if (strlen(node_token) != TOKEN_HEX_LEN
+            || !ident_valid(node_token, TOKEN_HEX_LEN))
+        {
+            json_decref(body);
+            return http_error(r, 400, "node_token must be a node token");
+        }
+        sha256(node_token, TOKEN_HEX_LEN, st->op.node_token_hash);
+        st->op.has_node_token = true;
+    }
     json_decref(body);
 
     snprintf(st->op.app_id, sizeof(st->op.app_id), "%s", r->app_id);

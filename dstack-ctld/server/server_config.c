@@ -21,9 +21,12 @@ const struct opt  server_opts[] = {
       "database, keys and admin token (default /var/lib/dstack-ctld)",
       "/var/lib/dstack-ctld" },
     { "allowed-apps", OPT_STRING, O(allowed_apps), 0, "LIST",
-      "\"any\" or comma-separated app ids allowed to register\n"
-      "(default any; environment ALLOWED_APPS)",
-      "any" },
+      "comma-separated app ids allowed to register, or \"any\"\n"
+      "(default: the server-app-id alone; environment ALLOWED_APPS)",
+      NULL },
+    { "reserve-name", OPT_LIST, O(reserve_name), 0, "NAME=APP_ID",
+      "node name only that app may take (repeatable)",
+      NULL },
     { "key-lifetime", OPT_DURATION, O(key_lifetime), 315360000, "DURATION",
       "validity of a pre-auth key (default 1h)",
       "1h" },
@@ -44,7 +47,7 @@ const struct opt  server_opts[] = {
       "default https://<server-app-id>-443s.<gateway-domain>)",
       NULL },
     { "server-app-id", OPT_STRING, O(server_app_id), 0, "ID",
-      "the server's own app id, for the default server_url",
+      "the server's own app id: the default allowed-apps and server_url",
       NULL },
     { "gateway-domain", OPT_STRING, O(gateway_domain), 0, "DOMAIN",
       "the dstack gateway domain, for the default server_url",
@@ -98,13 +101,31 @@ server_config_load(struct server_config *cfg, int argc, char **argv,
 static int
 parse_allowed_apps(struct server *srv)
 {
-    char  *list, *save = NULL, *tok;
+    const char  *given = srv->cfg.allowed_apps;
+    char        *list, *save = NULL, *tok;
 
-    if (strcmp(srv->cfg.allowed_apps, "any") == 0) {
+    /* closed by default: the server's own app, whose CVMs are the VPC */
+    if (given == NULL) {
+        given = srv->cfg.server_app_id;
+        if (given == NULL) {
+            fprintf(stderr, "allowed-apps: neither --allowed-apps nor"
+                    " --server-app-id is set, and the server admits no app"
+                    " by default; give --server-app-id (this server's app id:"
+                    " its own app may join) or --allowed-apps ID,ID (or"
+                    " \"any\" for every app the KMS certifies)\n");
+            return -1;
+        }
+        log_info("allowed-apps not set: only the server's own app %s may"
+                 " join", given);
+    }
+    if (strcmp(given, "any") == 0) {
+        log_warn("allowed-apps is \"any\": every app whose certificate"
+                 " chains to the KMS can join the VPC, learn every member"
+                 " and reach every node through the hub");
         srv->allow_any_app = true;
         return 0;
     }
-    list = strdup(srv->cfg.allowed_apps);
+    list = strdup(given);
     if (list == NULL) {
         return -1;
     }
@@ -151,7 +172,21 @@ server_config_apply(struct server *srv)
                 cfg->listen);
         return -1;
     }
-    if (parse_allowed_apps(srv) != 0) {
+    if (cfg->server_app_id != NULL && !app_id_normalize(cfg->server_app_id)) {
+        fprintf(stderr, "server-app-id: \"%s\" is not an app id\n",
+                cfg->server_app_id);
+        return -1;
+    }
+    if (parse_allowed_apps(srv) != 0
+        || names_parse(cfg->reserve_name, &reg->reserved) != 0)
+    {
+        return -1;
+    }
+    /* the server trusts x-dstack-app-id: its socket is nginx's alone */
+    if (cfg->socket_mode & 0007) {
+        fprintf(stderr, "socket-mode: %04llo lets every local user claim any"
+                " app id; use 0660 (the socket's group: nginx's) or 0600\n",
+                (unsigned long long) cfg->socket_mode);
         return -1;
     }
 
@@ -225,6 +260,7 @@ server_config_free(struct server *srv)
         free(srv->allowed_apps[i]);
     }
     free(srv->allowed_apps);
+    names_free(&srv->reg.reserved);
     free(srv->server_url);
     opts_free(server_opts, &srv->cfg);
 }

@@ -17,7 +17,7 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(ctld_bin start_server free_port req register join_node
-                 wg_key sqlite_rows json_of raw_http);
+                 wg_key sqlite_rows json_of raw_http server_refused);
 
 my $JSON = JSON::PP->new->utf8->canonical;
 
@@ -97,6 +97,17 @@ sub join_node {
     my $key = register($srv, $app, $instance, $name);
     return req($srv, 'POST', '/api/v1/join', app => $app,
                body => { pre_auth_key => $key, public_key => wg_key(), %extra });
+}
+
+# a server that must refuse to start: (exit status, what it printed); one
+# that starts anyway is stopped after a while (status 124)
+sub server_refused {
+    my (@args) = @_;
+    my $dir = tempdir('ctld-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my $cmd = join ' ', map { "'$_'" } 'timeout', '5', ctld_bin(), 'server', '--listen',
+        '127.0.0.1:' . free_port(), '--data-dir', "$dir/data", @args;
+    my $out = `$cmd 2>&1 </dev/null`;
+    return ($? >> 8, $out);
 }
 
 sub sqlite_rows {

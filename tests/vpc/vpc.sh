@@ -232,10 +232,12 @@ load_modules() {
 
 server_start() {
     local dir=$DV_DIR/srv
+    local apps=${APP[*]}
     spawn "$dir/ctld.pid" "$dir/ctld.log" srv \
         "$DSTACK_BIN/dstack-ctld" server --listen 127.0.0.1:8000 \
         --data-dir "$dir/data" --wg-endpoint "${IP[srv]}:51820" \
-        --server-app-id "$SRV_APP" --gateway-domain "$DOMAIN"
+        --server-app-id "$SRV_APP" --gateway-domain "$DOMAIN" \
+        --allowed-apps "${apps// /,}"
     wait_for "ns srv curl -sf http://127.0.0.1:8000/health"
 }
 
