@@ -25,6 +25,9 @@
 #include "server/http.h"
 #include "server/server.h"
 
+/* how long a stop waits for the requests in flight */
+#define STOP_DRAIN_MS  5000
+
 
 static int
 data_path(const struct server *srv, const char *name, char *out, size_t outsz)
@@ -185,18 +188,25 @@ server_run(struct server *srv)
 
 done:
     /*
-     * Order matters: libmicrohttpd must not be stopped while a connection
-     * is suspended.  Parked polls are woken and no new one parks; the
-     * writer runs what is queued (resuming those requests) and refuses
-     * more; then every suspended connection has been resumed.
+     * Order matters.  No new connection is accepted; parked polls are
+     * woken and no new one parks; the writer runs what is queued
+     * (resuming those requests) and refuses more, so no connection stays
+     * suspended.  Requests already begun are answered (within a bound),
+     * and only once libmicrohttpd's threads are gone is the state they
+     * use freed.
      */
+    http_quiesce(srv);
     if (srv->reg.longpoll != NULL) {
         longpoll_shutdown(srv->reg.longpoll);
     }
     if (srv->writer != NULL) {
         writer_stop(srv->writer);
     }
+    http_drain(srv, STOP_DRAIN_MS);
     http_stop(srv);
+    if (srv->writer != NULL) {
+        writer_free(srv->writer);
+    }
     if (srv->reg.longpoll != NULL) {
         longpoll_free(srv->reg.longpoll);
     }

@@ -77,6 +77,10 @@ int   server_main(int argc, char **argv);
 
 /* HTTP front end (server_http.c) */
 int   http_start(struct server *srv);
+/* stop accepting connections; those open are still served */
+void  http_quiesce(struct server *srv);
+/* wait up to timeout_ms for every request begun to be answered */
+bool  http_drain(struct server *srv, unsigned timeout_ms);
 void  http_stop(struct server *srv);
 
 #endif

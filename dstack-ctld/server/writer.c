@@ -214,6 +214,12 @@ writer_stop(struct writer *w)
     pthread_mutex_unlock(&w->lock);
 
     pthread_join(w->thread, NULL);
+}
+
+
+void
+writer_free(struct writer *w)
+{
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
     free(w);

@@ -48,8 +48,10 @@ struct writer;
 struct writer *writer_start(sqlite3 *db, const struct writer_hooks *hooks);
 /* -1 when the writer is stopping; op->done is then never called */
 int   writer_submit(struct writer *w, struct write_op *op);
-/* runs what is queued, then stops the thread */
+/* runs what is queued, then stops the thread; later submits are refused
+ * and writer_stats() still answers, until writer_free() */
 void  writer_stop(struct writer *w);
+void  writer_free(struct writer *w);
 
 struct writer_stats {
     uint64_t  batches;
