@@ -65,4 +65,141 @@ subtest 'a stop under load frees nothing still in use (ASan)' => sub {
     }
 };
 
+# --- storage faults ---
+
+my @cleanups;
+END { $_->() for reverse @cleanups }
+
+# a tmpfs of $size, unmounted at the end
+sub small_tmpfs {
+    my ($size) = @_;
+    my $dir = tempdir('ctld-fs-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    system('mount', '-t', 'tmpfs', '-o', "size=$size,mode=0700", 'tmpfs', $dir) == 0
+        or die "mount tmpfs: $?";
+    push @cleanups, sub { system('umount', '-l', $dir) };
+    return $dir;
+}
+
+# an ext4 file system on a loop device that turns read-only on its first
+# error (errors=remount-ro, as a root file system usually is)
+sub ext4_loop {
+    my $dir = tempdir('ctld-ext4-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my $fs = { img => "$dir/img", mnt => "$dir/mnt" };
+    mkdir $fs->{mnt};
+    system("truncate -s 32M $fs->{img} && mkfs.ext4 -q $fs->{img}") == 0 or die "mkfs";
+    chomp($fs->{loop} = `losetup -f --show $fs->{img}`);
+    die "losetup" unless $fs->{loop} =~ m{^/dev/loop\d+$};
+    system('blockdev', '--setrw', $fs->{loop});
+    push @cleanups, sub { system('umount', '-l', $fs->{mnt}); system('losetup', '-d', $fs->{loop}) };
+    ext4_mount($fs);
+    return $fs;
+}
+
+sub ext4_mount {
+    my ($fs) = @_;
+    system('mount', '-o', 'errors=remount-ro', $fs->{loop}, $fs->{mnt}) == 0 or die "mount ext4";
+}
+
+# what ext4 does when it meets an error: the kernel remounts it read-only,
+# with the database open (a plain `mount -o remount,ro` is refused while a
+# file is open for writing)
+sub ext4_fail {
+    my ($fs) = @_;
+    my $dev = $fs->{loop} =~ s{^/dev/}{}r;
+    open my $f, '>', "/sys/fs/ext4/$dev/trigger_fs_error" or die "trigger_fs_error: $!";
+    print $f "test\n";
+    close $f;
+    open my $m, '<', '/proc/mounts' or die;
+    return scalar grep { (split)[1] eq $fs->{mnt} && (split)[3] =~ /(?:^|,)ro(?:,|$)|emergency_ro/ } <$m>;
+}
+
+sub join_with {
+    my ($srv, $key) = @_;
+    return req($srv, 'POST', '/api/v1/join', app => $APP,
+               body => { pre_auth_key => $key, public_key => wg_key(), with_peers => JSON::PP::false });
+}
+
+sub nodes_ok {
+    my ($srv, $what) = @_;
+    is_deeply([sqlite_rows($srv->db, 'SELECT address FROM nodes GROUP BY address HAVING count(*) > 1')],
+              [], "$what: no address given twice");
+    is_deeply([sqlite_rows($srv->db, 'SELECT count(*) FROM preauth_keys k WHERE used_at IS NOT NULL'
+              . ' AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.app_id = k.app_id AND n.instance_id = k.instance_id)')],
+              ['0'], "$what: no key spent without its node");
+}
+
+subtest 'a full disk: writes answer 503 and spend nothing, then resume' => sub {
+    my $mnt = small_tmpfs('2m');
+    my $srv = start_server(data => "$mnt/data");
+    is(join_node($srv, $APP, "before-$_", "before-$_")->{status}, 200, "join before-$_")
+        for 1 .. 3;
+    my @keys = map { register($srv, $APP, "during-$_", "during-$_") } 1 .. 4;
+
+    # fill the file system to the last byte
+    system("dd if=/dev/zero of=$mnt/filler bs=64k 2>/dev/null");
+    for my $i (0 .. $#keys) {
+        my $r = join_with($srv, $keys[$i]);
+        is($r->{status}, 503, "join on a full disk: 503") or diag $r->{content};
+        is($r->{json}{error}, 'storage full', 'saying why');
+    }
+    my $r = req($srv, 'GET', '/api/register?instance_id=x', app => $APP);
+    is($r->{status}, 503, 'register on a full disk: 503');
+    is(req($srv, 'GET', '/api/nodes', app => $APP)->{status}, 200, 'reads still served');
+
+    unlink "$mnt/filler";
+    my %addr;
+    for my $i (0 .. $#keys) {
+        my $j = join_with($srv, $keys[$i]);
+        is($j->{status}, 200, "the same key joins once there is room") or diag $j->{content};
+        $addr{$j->{json}{address} // ''}++;
+    }
+    is(scalar(keys %addr), scalar @keys, 'each at its own address');
+    like($srv->log_text, qr/database or disk is full/, 'the log says the disk is full');
+    $srv->stop;
+    nodes_ok($srv, 'after a full disk');
+};
+
+subtest 'the disk fails (read-only remount): the writer stops, the server exits for its supervisor' => sub {
+    my $fs = ext4_loop();
+    my $srv = start_server(data => "$fs->{mnt}/data");
+    my %acked;
+    for (1 .. 3) {
+        my $j = join_node($srv, $APP, "ok-$_", "ok-$_");
+        $acked{"ok-$_"} = $j->{json}{address} if $j->{status} == 200;
+    }
+    is(scalar keys %acked, 3, 'three joins before the fault');
+    my $key = register($srv, $APP, 'lost', 'lost');
+
+    ok(ext4_fail($fs), 'the file system is now read-only');
+    my $r = join_with($srv, $key);
+    isnt($r->{status}, 200, "a join after the fault fails ($r->{status})");
+
+    # the server stops by itself (bounded wait: it would hang here for ever otherwise)
+    my $pid = $srv->{pid};
+    my $status = eval {
+        local $SIG{ALRM} = sub { die "still running\n" };
+        alarm 30;
+        waitpid $pid, 0;
+        alarm 0;
+        $?;
+    };
+    alarm 0;
+    ok(defined $status, 'the server exits after an I/O error at commit') or diag $@;
+    delete $srv->{pid} if defined $status;
+    is(($status // 0) >> 8, 1, 'with status 1, for its supervisor to restart it');
+    like($srv->log_text, qr/the disk failed at commit/, 'and says why');
+
+    # the supervisor restarts it once the disk is back
+    system('umount', $fs->{mnt}) == 0 or die "umount $fs->{mnt}";
+    ext4_mount($fs);
+    $srv->start;
+    my %stored = map { split /\|/ } sqlite_rows($srv->db, "SELECT instance_id, address FROM nodes");
+    is(join(',', map { join '.', unpack 'C4', pack 'N', $stored{$_} // 0 } sort keys %acked),
+       join(',', map { $acked{$_} } sort keys %acked), 'every acknowledged join is there');
+    ok(!exists $stored{lost}, 'the failed join is not');
+    is(join_with($srv, $key)->{status}, 200, 'and its key was not spent');
+    $srv->stop;
+    nodes_ok($srv, 'after a disk failure');
+};
+
 done_testing;

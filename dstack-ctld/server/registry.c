@@ -214,14 +214,10 @@ registry_committed(void *arg)
 }
 
 
-void
+int
 registry_aborted(void *arg, sqlite3 *db)
 {
-    struct registry *reg = arg;
-
-    if (load_state(reg, db) != 0) {
-        log_error("cannot reload the registry state after a rollback");
-    }
+    return load_state(arg, db);
 }
 
 

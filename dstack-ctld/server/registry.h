@@ -81,7 +81,7 @@ void  registry_close(struct registry *reg);
 
 /* writer hooks */
 void  registry_committed(void *reg);
-void  registry_aborted(void *reg, sqlite3 *db);
+int   registry_aborted(void *reg, sqlite3 *db);
 int   registry_maintain(void *reg, sqlite3 *db);
 
 /* --- one-time keys --- */

@@ -103,6 +103,17 @@ raise_fd_limit(struct server *srv)
 }
 
 
+/* the writer's disk failed: stop in order, and exit 1 for the supervisor */
+static void
+storage_failed(void *arg)
+{
+    struct server *srv = arg;
+
+    atomic_store(&srv->storage_failed, true);
+    kill(getpid(), SIGTERM);
+}
+
+
 static int
 server_run(struct server *srv)
 {
@@ -166,6 +177,8 @@ server_run(struct server *srv)
         .aborted = registry_aborted,
         .maintain = registry_maintain,
         .maintain_every_ms = (every ? every : 1) * 1000,
+        .failed = storage_failed,
+        .failed_arg = srv,
     };
     srv->writer = writer_start(srv->store.wdb, &hooks);
     if (srv->writer == NULL || http_start(srv) != 0) {
@@ -183,8 +196,13 @@ server_run(struct server *srv)
             sig = SIGTERM;
         }
     } while (sig != SIGINT && sig != SIGTERM);
-    log_info("signal %d: stopping", sig);
-    rc = 0;
+    if (atomic_load(&srv->storage_failed)) {
+        log_error("stopping: the database's disk failed; a restart recovers"
+                  " what was committed");
+    } else {
+        log_info("signal %d: stopping", sig);
+        rc = 0;
+    }
 
 done:
     /*

@@ -62,6 +62,7 @@ struct server {
     struct registry        reg;
     struct writer         *writer;
     struct MHD_Daemon     *mhd;
+    _Atomic bool           storage_failed;      /* exit 1 for the supervisor */
 };
 
 /* defaults, then the config file, the environment and argv; 0 on success,

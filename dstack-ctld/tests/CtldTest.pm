@@ -53,7 +53,7 @@ sub wg_key {
 }
 
 # start_server(args => [...], dir => existing data dir, port => N,
-#              bin => another dstack-ctld)
+#              bin => another dstack-ctld, data => data dir elsewhere)
 sub start_server {
     my (%o) = @_;
     my $srv = bless {
@@ -63,7 +63,7 @@ sub start_server {
         unix => $o{unix},
         bin  => $o{bin} // ctld_bin(),
     }, 'CtldTest::Server';
-    $srv->{data} = "$srv->{dir}/data";
+    $srv->{data} = $o{data} // "$srv->{dir}/data";
     $srv->{log} = "$srv->{dir}/server.log";
     $srv->{listen} = $srv->{unix} ? "unix:$srv->{unix}" : "127.0.0.1:$srv->{port}";
     $srv->{http} = HTTP::Tiny->new(timeout => 30, keep_alive => 1);
