@@ -202,4 +202,122 @@ subtest 'the disk fails (read-only remount): the writer stops, the server exits 
     nodes_ok($srv, 'after a disk failure');
 };
 
+# --- restores, history, settings that collide with the nodes ---
+
+sub epoch_of { (sqlite_rows($_[0]->db, "SELECT value FROM meta WHERE key = 'epoch'"))[0] }
+sub version_of { (sqlite_rows($_[0]->db, "SELECT value FROM meta WHERE key = 'version'"))[0] }
+
+# the peer set as node $token sees it, asked from (version, epoch)
+sub poll_from {
+    my ($srv, $token, $version, $epoch) = @_;
+    return req($srv, 'GET', "/api/v1/peers?since=$version&epoch=$epoch",
+               app => $APP, token => $token);
+}
+
+subtest 'backup and restore: the restored history gets a new epoch' => sub {
+    my $srv = start_server();
+    my $b = join_node($srv, $APP, 'r-b', 'r-b');
+    is($b->{status}, 200, 'a node joins');
+    my $file = "$srv->{dir}/ctld-backup.db";
+    my ($rc, $out) = $srv->cli('backup', $file);
+    is($rc, 0, 'backup of a running server') or diag $out;
+    like($out, qr/backed up .* peer version \d+/, 'says what it copied');
+    is((stat $file)[2] & 0777, 0600, 'the backup is 0600');
+    ok(!-e "$file-wal", 'one self-contained file');
+
+    # the history moves on after the backup
+    my $c;
+    $c = join_node($srv, $APP, "r-c$_", "r-c$_") for 1 .. 3;
+    my ($epoch, $seen) = ($c->{json}{epoch}, $c->{json}{version});
+
+    ($rc, $out) = $srv->cli('restore', $file);
+    is($rc, 1, 'restore is refused while the server runs');
+    like($out, qr/stop the server/, 'saying so');
+
+    $srv->stop;
+    ($rc, $out) = $srv->cli('restore', $file);
+    is($rc, 0, 'restore with the server stopped') or diag $out;
+    like($out, qr/new epoch [0-9a-f]{16} \(was $epoch\)/, 'with a new epoch');
+    $srv->start;
+    is_deeply([sqlite_rows($srv->db, 'SELECT name FROM nodes')], ['r-b'], 'the backup is what is served');
+    isnt(epoch_of($srv), $epoch, 'under a new epoch');
+
+    # the restored history reaches the versions nodes saw in the old one
+    join_node($srv, $APP, "r-d$_", "r-d$_") for 1 .. 4;
+    cmp_ok(version_of($srv), '>=', $seen, "the version passed $seen again");
+    my $p = poll_from($srv, $b->{json}{node_token}, $seen, $epoch);
+    is($p->{status}, 200, 'a node polls from the old history');
+    ok($p->{json}{snapshot}, 'and gets a snapshot, not a delta from another history');
+    is($p->{json}{epoch}, epoch_of($srv), 'of the new epoch');
+
+    # no needless snapshots: restarts keep the epoch, a crash too
+    my $now = epoch_of($srv);
+    $srv->restart;
+    is(epoch_of($srv), $now, 'a restart keeps the epoch');
+    $srv->kill9;
+    $srv->start;
+    is(epoch_of($srv), $now, 'so does a restart after kill -9');
+    unlike($srv->log_text, qr/cannot be proven continuous/, 'no rotation at those starts');
+    $srv->stop;
+
+    ($rc, $out) = $srv->cli('restore', "$srv->{dir}/server.log");
+    is($rc, 1, 'restore refuses a file that is no database');
+};
+
+subtest 'a database copied back by hand gets a new epoch' => sub {
+    my $srv = start_server();
+    my $a = join_node($srv, $APP, 'h-a', 'h-a');
+    $srv->stop;
+    system('cp', $srv->db, "$srv->{dir}/old.db") == 0 or die;
+
+    $srv->start;
+    my $j;
+    $j = join_node($srv, $APP, "h-b$_", "h-b$_") for 1 .. 3;
+    my ($epoch, $seen) = ($j->{json}{epoch}, $j->{json}{version});
+    $srv->kill9;
+
+    # the old copy put back by hand, while the server was down
+    unlink $srv->db . '-wal', $srv->db . '-shm';
+    system('cp', "$srv->{dir}/old.db", $srv->db) == 0 or die;
+    $srv->start;
+    like($srv->log_text, qr/history cannot be proven continuous \(the database's version \d+ is below the $seen already handed out\): new epoch/,
+         'the start notices the history went back');
+    isnt(epoch_of($srv), $epoch, 'and gives the database a new epoch');
+    join_node($srv, $APP, "h-c$_", "h-c$_") for 1 .. 4;
+    my $p = poll_from($srv, $a->{json}{node_token}, $seen, $epoch);
+    ok($p->{json}{snapshot}, 'a node of the old history gets a snapshot');
+    $srv->stop;
+
+    # a database from elsewhere with the same history file
+    my $other = start_server();
+    join_node($other, $APP, 'o-1', 'o-1');
+    $other->stop;
+    unlink $srv->db . '-wal', $srv->db . '-shm';
+    system('cp', $other->db, $srv->db) == 0 or die;
+    my $foreign = epoch_of($srv);
+    $srv->start;
+    isnt(epoch_of($srv), $foreign, "another server's database gets a new epoch too");
+};
+
+subtest 'a pool or server address that collides with nodes is refused, naming them' => sub {
+    my $srv = start_server();
+    my %addr = map { $_ => join_node($srv, $APP, $_, $_)->{json}{address} } qw(p-one p-two);
+    is_deeply(\%addr, { 'p-one' => '100.128.0.2', 'p-two' => '100.128.0.3' }, 'two nodes');
+    $srv->stop;
+
+    $srv->{args} = ['--server-address', '100.128.0.3'];
+    ok(!eval { $srv->start; 1 }, 'a server address on a node: refused');
+    like($@, qr/leaves 1 nodes without a valid address: p-two \(id \d+, 100\.128\.0\.3\)/,
+         'naming the node');
+
+    $srv->{args} = ['--pool', '10.9.0.0/24'];
+    ok(!eval { $srv->start; 1 }, 'a pool without the nodes: refused');
+    like($@, qr/leaves 2 nodes without a valid address: p-one \(id \d+, 100\.128\.0\.2\), p-two/,
+         'naming them');
+
+    $srv->{args} = ['--pool', '100.128.0.0/24'];
+    ok(eval { $srv->start; 1 }, 'a smaller pool that still holds them: served') or diag $@;
+    $srv->stop;
+};
+
 done_testing;

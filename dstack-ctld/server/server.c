@@ -114,6 +114,40 @@ storage_failed(void *arg)
 }
 
 
+/*
+ * A database whose history does not provably continue what this data
+ * directory handed out (restored by hand, copied in, or from before the
+ * history file) gets a new epoch: nodes then take a snapshot instead of
+ * applying a delta from another history.
+ */
+static int
+history_check(struct server *srv)
+{
+    sqlite3   *db = srv->store.wdb;
+    char       epoch[EPOCH_LEN + 1], why[160];
+    uint64_t   version;
+
+    if (history_open(&srv->history, srv->cfg.data_dir) != 0
+        || meta_get_text(db, "epoch", epoch, sizeof(epoch)) != 0
+        || meta_get_int(db, "version", &version) != 0)
+    {
+        return -1;
+    }
+    if (!history_continues(&srv->history, epoch, version, srv->store.created,
+                           why, sizeof(why)))
+    {
+        if (store_rotate_epoch(db, epoch) != 0) {
+            return -1;
+        }
+        log_warn("the peer-set history cannot be proven continuous (%s):"
+                 " new epoch %s, every node will take a snapshot", why, epoch);
+    }
+    history_note(&srv->history, epoch, version, true);
+    srv->reg.history = &srv->history;
+    return 0;
+}
+
+
 static int
 server_run(struct server *srv)
 {
@@ -158,7 +192,9 @@ server_run(struct server *srv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(srv);
 
+    srv->history.fd = -1;
     if (store_open(&srv->store, path) != 0
+        || history_check(srv) != 0
         || registry_open(&srv->reg, srv->store.wdb, srv->pool_base,
                          srv->pool_prefix, srv->hub_addr) != 0)
     {
@@ -228,6 +264,7 @@ done:
     if (srv->reg.longpoll != NULL) {
         longpoll_free(srv->reg.longpoll);
     }
+    history_close(&srv->history);
     registry_close(&srv->reg);
     store_close(&srv->store);
     if (lock_fd >= 0) {

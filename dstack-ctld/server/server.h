@@ -59,6 +59,7 @@ struct server {
     unsigned char          admin_token_hash[SHA256_LEN];
 
     struct store           store;
+    struct history         history;
     struct registry        reg;
     struct writer         *writer;
     struct MHD_Daemon     *mhd;
