@@ -10,7 +10,10 @@ use lib "$FindBin::Bin/../dstack-ctld/tests";
 use CtldTest;
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
+use IO::Select;
+use IO::Socket::INET;
 use JSON::PP;
+use POSIX ();
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -317,6 +320,133 @@ subtest 'a pool or server address that collides with nodes is refused, naming th
 
     $srv->{args} = ['--pool', '100.128.0.0/24'];
     ok(eval { $srv->start; 1 }, 'a smaller pool that still holds them: served') or diag $@;
+    $srv->stop;
+};
+
+# --- kill -9 in the middle of a storm of concurrent joins ---
+
+# child: sends one join on each of its own connections at once, then
+# records every answer ("instance|status|address|id", one write per line);
+# with $kill, SIGKILLs the server the moment a first join is acknowledged
+sub storm_child {
+    my ($srv, $joins, $record, $kill) = @_;
+    srand($$ ^ int(time * 1000));       # keys of its own, not its siblings'
+    my $sel = IO::Select->new;
+    my %inst;
+    for my $j (@$joins) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->{port},
+                                      Proto => 'tcp') or next;
+        my $body = encode_json({ pre_auth_key => $j->{key}, public_key => wg_key(),
+                                 with_peers => JSON::PP::false });
+        syswrite $s, "POST /api/v1/join HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   . "x-dstack-app-id: $APP\r\nContent-Type: application/json\r\n"
+                   . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+        $inst{fileno $s} = [$j->{inst}, ''];
+        $sel->add($s);
+    }
+    open my $rec, '>>', $record or die;
+    while ($sel->count) {
+        for my $s ($sel->can_read(30)) {
+            my $st = $inst{fileno $s};
+            my $n = sysread $s, my $buf, 65536;
+            if ($n) {
+                kill 'KILL', $srv->{pid} if $kill && $buf =~ m{^HTTP/1\.1 200 };
+                $st->[1] .= $buf;
+                next;
+            }
+            $sel->remove($s);
+            close $s;
+            next unless $st->[1] =~ m{^HTTP/1\.1 (\d+) .*?\r\n\r\n(.*)\z}s;
+            my ($status, $a) = ($1, eval { decode_json($2) } // {});
+            syswrite $rec, join('|', $st->[0], $status, $a->{address} // '', $a->{node_id} // '') . "\n";
+        }
+    }
+    POSIX::_exit(0);
+}
+
+# the joins spread over $procs children, started at once
+sub storm {
+    my ($srv, $joins, $name, $procs, $kill) = @_;
+    my @kids;
+    for my $p (0 .. $procs - 1) {
+        my @mine = @$joins[grep { $_ % $procs == $p } 0 .. $#$joins];
+        my $pid = fork // die "fork: $!";
+        storm_child($srv, \@mine, "$srv->{dir}/$name-$p", $kill) if $pid == 0;
+        push @kids, $pid;
+    }
+    srand($$ ^ int(time * 1000));       # not the children's key sequence
+    return @kids;
+}
+
+sub storm_answers {
+    my ($dir, $name, $procs) = @_;
+    my @answers;
+    for my $p (0 .. $procs - 1) {
+        open my $in, '<', "$dir/$name-$p" or next;
+        push @answers, map { chomp; [split /\|/, $_, -1] } <$in>;
+    }
+    return @answers;
+}
+
+subtest 'kill -9 during 1000 concurrent joins: every answered join survives' => sub {
+    my $N = 1000;
+    my $PROCS = 4;
+    my $srv = start_server();
+    my $dir = $srv->{dir};
+
+    # the keys first, from a few clients at once
+    my @reg;
+    for my $p (0 .. 9) {
+        my $pid = fork // die;
+        if ($pid == 0) {
+            open my $out, '>', "$dir/keys-$p" or die;
+            for (my $i = $p; $i < $N; $i += 10) {
+                my $k = register($srv, $APP, "s$i", "s$i");
+                print $out "s$i $k\n";
+            }
+            close $out;
+            POSIX::_exit(0);
+        }
+        push @reg, $pid;
+    }
+    waitpid $_, 0 for @reg;
+    my @joins;
+    for my $p (0 .. 9) {
+        open my $in, '<', "$dir/keys-$p" or die;
+        push @joins, map { chomp; my ($i, $k) = split; +{ inst => $i, key => $k } } <$in>;
+    }
+    is(scalar @joins, $N, "$N pre-auth keys");
+
+    # the storm, and kill -9 as soon as a first join is answered
+    waitpid $_, 0 for storm($srv, \@joins, 'acked', $PROCS, 'kill');
+    $srv->kill9;
+    my %acked = map { $_->[0] => "$_->[2]|$_->[3]" } grep { $_->[1] == 200 }
+                storm_answers($dir, 'acked', $PROCS);
+    my $n = keys %acked;
+    ok($n > 0, "$n joins answered before the kill");
+    diag "the storm was over before the kill" if $n == $N;
+
+    $srv->start;
+    my $db = $srv->db;
+    my %stored = map { my ($i, $a, $id) = split /\|/; ($i => join('.', unpack 'C4', pack 'N', $a) . "|$id") }
+                 sqlite_rows($db, "SELECT instance_id, address, id FROM nodes WHERE app_id = '$APP'");
+    my @lost = grep { ($stored{$_} // '') ne $acked{$_} } sort keys %acked;
+    is(scalar @lost, 0, 'every answered join is stored, at the address and id answered')
+        or diag "lost or moved: @lost[0 .. ($#lost < 9 ? $#lost : 9)]";
+    nodes_ok($srv, 'after the kill');
+
+    # the clients whose answer was lost try again with the same key, all at
+    # once: a key already spent has its node, the others join now
+    my @retry = grep { !$acked{$_->{inst}} } @joins;
+    waitpid $_, 0 for storm($srv, \@retry, 'retried', $PROCS);
+    my @bad = map { "$_->[0]: $_->[1]" }
+              grep { !($_->[1] == 200 || ($_->[1] == 401 && $stored{$_->[0]})) }
+              storm_answers($dir, 'retried', $PROCS);
+    is(scalar @bad, 0, scalar(@retry) . ' unanswered joins retried: joined, or already there')
+        or diag "@bad[0 .. ($#bad < 9 ? $#bad : 9)]";
+    is((sqlite_rows($db, "SELECT count(*) FROM nodes WHERE app_id = '$APP'"))[0], $N,
+       "all $N nodes are there in the end");
+    nodes_ok($srv, 'after the retries');
     $srv->stop;
 };
 
