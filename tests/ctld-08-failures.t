@@ -103,6 +103,18 @@ sub ext4_mount {
     system('mount', '-o', 'errors=remount-ro', $fs->{loop}, $fs->{mnt}) == 0 or die "mount ext4";
 }
 
+# unmounted and mounted again, as after a repair (the kernel may still be
+# finishing the error's remount: a busy unmount is tried again)
+sub ext4_remount {
+    my ($fs) = @_;
+    for my $try (1 .. 100) {
+        last if system('umount', $fs->{mnt}) == 0;
+        die "cannot unmount $fs->{mnt}" if $try == 100;
+        sleep 0.1;
+    }
+    ext4_mount($fs);
+}
+
 # what ext4 does when it meets an error: the kernel remounts it read-only,
 # with the database open (a plain `mount -o remount,ro` is refused while a
 # file is open for writing)
@@ -193,8 +205,7 @@ subtest 'the disk fails (read-only remount): the writer stops, the server exits 
     like($srv->log_text, qr/the disk failed at commit/, 'and says why');
 
     # the supervisor restarts it once the disk is back
-    system('umount', $fs->{mnt}) == 0 or die "umount $fs->{mnt}";
-    ext4_mount($fs);
+    ext4_remount($fs);
     $srv->start;
     my %stored = map { split /\|/ } sqlite_rows($srv->db, "SELECT instance_id, address FROM nodes");
     is(join(',', map { join '.', unpack 'C4', pack 'N', $stored{$_} // 0 } sort keys %acked),
