@@ -94,16 +94,18 @@ sub ext4_loop {
     my $fs = { img => "$dir/img", mnt => "$dir/mnt" };
     mkdir $fs->{mnt};
     system("truncate -s 32M $fs->{img} && mkfs.ext4 -q $fs->{img}") == 0 or die "mkfs";
-    chomp($fs->{loop} = `losetup -f --show $fs->{img}`);
-    die "losetup" unless $fs->{loop} =~ m{^/dev/loop\d+$};
-    system('blockdev', '--setrw', $fs->{loop});
     push @cleanups, sub { system('umount', '-l', $fs->{mnt}); system('losetup', '-d', $fs->{loop}) };
     ext4_mount($fs);
     return $fs;
 }
 
+# on a loop device of its own: a new mount never shares the kernel's state
+# of a file system that failed
 sub ext4_mount {
     my ($fs) = @_;
+    chomp($fs->{loop} = `losetup -f --show $fs->{img}`);
+    die "losetup" unless $fs->{loop} =~ m{^/dev/loop\d+$};
+    system('blockdev', '--setrw', $fs->{loop});
     system('mount', '-o', 'errors=remount-ro', $fs->{loop}, $fs->{mnt}) == 0 or die "mount ext4";
 }
 
@@ -116,6 +118,7 @@ sub ext4_remount {
         die "cannot unmount $fs->{mnt}" if $try == 100;
         sleep 0.1;
     }
+    system('losetup', '-d', $fs->{loop});
     ext4_mount($fs);
 }
 
