@@ -24,3 +24,18 @@ $(BUILD)/obj/ctld/%.o: dstack-ctld/%.c
 	$(CC) $(C11) $(CTLD_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 -include $(CTLD_OBJ:.o=.d)
+
+# The daemon with AddressSanitizer and UndefinedBehaviorSanitizer, for the
+# tests that stop it under load (tests/ctld-08-failures.t builds it with
+# `make ctld-asan`); one compiler run, not part of `make`.
+CTLD_ASAN := $(BUILD)/asan/dstack-ctld
+
+.PHONY: ctld-asan
+ctld-asan: $(CTLD_ASAN)
+
+$(CTLD_ASAN): $(CTLD_SRC) $(WG_SRC) $(wildcard dstack-ctld/*/*.h common/*.[ch])
+	@mkdir -p $(@D)
+	$(CC) $(C11) $(CTLD_CFLAGS) $(WG_CFLAGS) -O1 -g -fno-omit-frame-pointer \
+	    -fsanitize=address,undefined -fno-sanitize-recover=all $(LDFLAGS) \
+	    -o $@ $(CTLD_SRC) $(WG_SRC) $(COMMON_OBJ:$(BUILD)/obj/%.o=%.c) \
+	    $(CTLD_LIBS) $(WG_LIBS)

@@ -24,6 +24,8 @@ static const struct command  commands[] = {
     { "server", server_main, "run the VPC server (registry, keys, addresses, peers)" },
     { "node",   node_main,   "join this CVM to the VPC and drive its WireGuard (or --hub)" },
     { "nodes",  cli_nodes,   "list or remove nodes of a running server (admin)" },
+    { "backup", cli_backup,  "copy the server's database, running or not (admin)" },
+    { "restore", cli_restore, "put a backup back, server stopped; new epoch (admin)" },
 };
 
 

@@ -8,5 +8,7 @@
 #define CTLD_CLI_H
 
 int  cli_nodes(int argc, char **argv);
+int  cli_backup(int argc, char **argv);
+int  cli_restore(int argc, char **argv);
 
 #endif

@@ -107,6 +107,8 @@ version_next(struct registry *reg, sqlite3 *db, uint64_t *v)
         return -1;
     }
     *v = ++reg->wversion;
+    /* before any client can see it, even if this transaction fails */
+    history_note(reg->history, reg->epoch, *v, false);
     return 0;
 }
 
@@ -115,7 +117,6 @@ static int
 load_addresses(struct registry *reg, sqlite3 *db)
 {
     sqlite3_stmt  *st;
-    uint64_t       outside = 0;
     int            rc;
 
     ipam_clear(&reg->ipam);
@@ -126,17 +127,59 @@ load_addresses(struct registry *reg, sqlite3 *db)
     }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         reg->wnodes++;
-        if (!ipam_mark(&reg->ipam, (uint32_t) sqlite3_column_int64(st, 0))) {
-            outside++;
+        ipam_mark(&reg->ipam, (uint32_t) sqlite3_column_int64(st, 0));
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+
+/*
+ * Every node's address must stay a node address of the pool: a node on
+ * the hub's address, or outside the pool, makes every node refuse the peer
+ * set.  Names the first few, so the operator knows whom to move.
+ */
+static int
+check_addresses(struct registry *reg, sqlite3 *db)
+{
+    sqlite3_stmt  *st;
+    char           list[512], addr[IPAM_ADDR_LEN];
+    size_t         len = 0;
+    uint64_t       bad = 0;
+    int            rc;
+
+    st = db_prepare(db, "SELECT id, name, address FROM nodes ORDER BY id");
+    if (st == NULL) {
+        return -1;
+    }
+    list[0] = '\0';
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint32_t a = (uint32_t) sqlite3_column_int64(st, 2);
+
+        if (ipam_is_node_addr(&reg->ipam, a)) {
+            continue;
+        }
+        if (++bad <= 8 && len < sizeof(list)) {
+            ipam_format(a, addr);
+            len += (size_t) snprintf(list + len, sizeof(list) - len, "%s%s (id %lld, %s)",
+                                     bad > 1 ? ", " : "",
+                                     (const char *) sqlite3_column_text(st, 1),
+                                     (long long) sqlite3_column_int64(st, 0), addr);
         }
     }
     sqlite3_finalize(st);
-    if (outside > 0) {
-        /* kept: addresses are stable; the pool only governs new ones */
-        log_warn("%" PRIu64 " nodes have addresses outside the pool %s",
-                 outside, reg->pool_cidr);
+    if (rc != SQLITE_DONE) {
+        return -1;
     }
-    return rc == SQLITE_DONE ? 0 : -1;
+    if (bad > 0) {
+        log_error("pool %s with server address %s leaves %" PRIu64 " nodes without"
+                  " a valid address: %s%s; start with the settings they joined"
+                  " under, or remove them (dstack-ctld nodes remove)",
+                  reg->pool_cidr, reg->hub_address, bad, list,
+                  bad > 8 ? ", ..." : "");
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -161,7 +204,8 @@ registry_open(struct registry *reg, sqlite3 *db, uint32_t pool_base,
         log_error("cannot set up the address pool %s", reg->pool_cidr);
         return -1;
     }
-    if (load_state(reg, db) != 0
+    if (check_addresses(reg, db) != 0
+        || load_state(reg, db) != 0
         || meta_get_text(db, "epoch", reg->epoch, sizeof(reg->epoch)) != 0
         || meta_get_text(db, "hub", stored, sizeof(stored)) != 0)
     {
@@ -214,14 +258,10 @@ registry_committed(void *arg)
 }
 
 
-void
+int
 registry_aborted(void *arg, sqlite3 *db)
 {
-    struct registry *reg = arg;
-
-    if (load_state(reg, db) != 0) {
-        log_error("cannot reload the registry state after a rollback");
-    }
+    return load_state(arg, db);
 }
 
 

@@ -26,6 +26,7 @@
 #include "lib/util.h"
 #include "lib/validate.h"
 #include "lib/wire.h"
+#include "server/history.h"
 #include "server/ipam.h"
 #include "server/longpoll.h"
 #include "server/names.h"
@@ -44,6 +45,7 @@ struct registry {
     _Atomic uint64_t   nodes;
 
     struct longpoll   *longpoll;
+    struct history    *history;             /* noted at every new version */
     uint64_t           tombstone_ttl;       /* seconds */
     uint64_t           key_retention;       /* seconds after expiry or use */
     struct name_reservations  reserved;     /* --reserve-name */
@@ -75,7 +77,9 @@ struct node {
 /*
  * Loads versions and addresses and records the hub; called once before
  * the writer starts, on the writer's connection.  Bumps the version when
- * the hub's identity differs from the one stored.
+ * the hub's identity differs from the one stored.  Refuses (-1, naming
+ * them) nodes whose address the pool and the server address leave them:
+ * outside the pool, its network or broadcast address, or the hub's.
  */
 int   registry_open(struct registry *reg, sqlite3 *db, uint32_t pool_base,
                     unsigned pool_prefix, uint32_t hub_addr);
@@ -83,7 +87,7 @@ void  registry_close(struct registry *reg);
 
 /* writer hooks */
 void  registry_committed(void *reg);
-void  registry_aborted(void *reg, sqlite3 *db);
+int   registry_aborted(void *reg, sqlite3 *db);
 int   registry_maintain(void *reg, sqlite3 *db);
 
 /* --- one-time keys --- */

@@ -25,6 +25,9 @@
 #include "server/http.h"
 #include "server/server.h"
 
+/* how long a stop waits for the requests in flight */
+#define STOP_DRAIN_MS  5000
+
 
 static int
 data_path(const struct server *srv, const char *name, char *out, size_t outsz)
@@ -100,6 +103,51 @@ raise_fd_limit(struct server *srv)
 }
 
 
+/* the writer's disk failed: stop in order, and exit 1 for the supervisor */
+static void
+storage_failed(void *arg)
+{
+    struct server *srv = arg;
+
+    atomic_store(&srv->storage_failed, true);
+    kill(getpid(), SIGTERM);
+}
+
+
+/*
+ * A database whose history does not provably continue what this data
+ * directory handed out (restored by hand, copied in, or from before the
+ * history file) gets a new epoch: nodes then take a snapshot instead of
+ * applying a delta from another history.
+ */
+static int
+history_check(struct server *srv)
+{
+    sqlite3   *db = srv->store.wdb;
+    char       epoch[EPOCH_LEN + 1], why[160];
+    uint64_t   version;
+
+    if (history_open(&srv->history, srv->cfg.data_dir) != 0
+        || meta_get_text(db, "epoch", epoch, sizeof(epoch)) != 0
+        || meta_get_int(db, "version", &version) != 0)
+    {
+        return -1;
+    }
+    if (!history_continues(&srv->history, epoch, version, srv->store.created,
+                           why, sizeof(why)))
+    {
+        if (store_rotate_epoch(db, epoch) != 0) {
+            return -1;
+        }
+        log_warn("the peer-set history cannot be proven continuous (%s):"
+                 " new epoch %s, every node will take a snapshot", why, epoch);
+    }
+    history_note(&srv->history, epoch, version, true);
+    srv->reg.history = &srv->history;
+    return 0;
+}
+
+
 static int
 server_run(struct server *srv)
 {
@@ -144,7 +192,9 @@ server_run(struct server *srv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(srv);
 
+    srv->history.fd = -1;
     if (store_open(&srv->store, path) != 0
+        || history_check(srv) != 0
         || registry_open(&srv->reg, srv->store.wdb, srv->pool_base,
                          srv->pool_prefix, srv->hub_addr) != 0)
     {
@@ -163,6 +213,8 @@ server_run(struct server *srv)
         .aborted = registry_aborted,
         .maintain = registry_maintain,
         .maintain_every_ms = (every ? every : 1) * 1000,
+        .failed = storage_failed,
+        .failed_arg = srv,
     };
     srv->writer = writer_start(srv->store.wdb, &hooks);
     if (srv->writer == NULL || http_start(srv) != 0) {
@@ -180,26 +232,39 @@ server_run(struct server *srv)
             sig = SIGTERM;
         }
     } while (sig != SIGINT && sig != SIGTERM);
-    log_info("signal %d: stopping", sig);
-    rc = 0;
+    if (atomic_load(&srv->storage_failed)) {
+        log_error("stopping: the database's disk failed; a restart recovers"
+                  " what was committed");
+    } else {
+        log_info("signal %d: stopping", sig);
+        rc = 0;
+    }
 
 done:
     /*
-     * Order matters: libmicrohttpd must not be stopped while a connection
-     * is suspended.  Parked polls are woken and no new one parks; the
-     * writer runs what is queued (resuming those requests) and refuses
-     * more; then every suspended connection has been resumed.
+     * Order matters.  No new connection is accepted; parked polls are
+     * woken and no new one parks; the writer runs what is queued
+     * (resuming those requests) and refuses more, so no connection stays
+     * suspended.  Requests already begun are answered (within a bound),
+     * and only once libmicrohttpd's threads are gone is the state they
+     * use freed.
      */
+    http_quiesce(srv);
     if (srv->reg.longpoll != NULL) {
         longpoll_shutdown(srv->reg.longpoll);
     }
     if (srv->writer != NULL) {
         writer_stop(srv->writer);
     }
+    http_drain(srv, STOP_DRAIN_MS);
     http_stop(srv);
+    if (srv->writer != NULL) {
+        writer_free(srv->writer);
+    }
     if (srv->reg.longpoll != NULL) {
         longpoll_free(srv->reg.longpoll);
     }
+    history_close(&srv->history);
     registry_close(&srv->reg);
     store_close(&srv->store);
     if (lock_fd >= 0) {

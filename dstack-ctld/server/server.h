@@ -60,9 +60,11 @@ struct server {
     unsigned char          admin_token_hash[SHA256_LEN];
 
     struct store           store;
+    struct history         history;
     struct registry        reg;
     struct writer         *writer;
     struct MHD_Daemon     *mhd;
+    _Atomic bool           storage_failed;      /* exit 1 for the supervisor */
 };
 
 /* defaults, then the config file, the environment and argv; 0 on success,
@@ -78,6 +80,10 @@ int   server_main(int argc, char **argv);
 
 /* HTTP front end (server_http.c) */
 int   http_start(struct server *srv);
+/* stop accepting connections; those open are still served */
+void  http_quiesce(struct server *srv);
+/* wait up to timeout_ms for every request begun to be answered */
+bool  http_drain(struct server *srv, unsigned timeout_ms);
 void  http_stop(struct server *srv);
 
 #endif

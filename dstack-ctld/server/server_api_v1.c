@@ -89,7 +89,7 @@ join_answer(struct http_req *r, struct join_state *st)
         if (st->op.key_failure != KEY_OK) {
             metrics_key_failure(st->op.key_failure);
         }
-        if (op->status == 503) {
+        if (op->status == 503 && strcmp(op->error, "address pool exhausted") == 0) {
             metrics_inc(M_POOL_EXHAUSTED);
         }
         return http_error_why(r, op->status, op->error, why[st->op.key_failure]);

@@ -14,6 +14,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -64,6 +65,12 @@ static const struct route  routes[] = {
 
 #define NROUTES  (sizeof(routes) / sizeof(routes[0]))
 
+/* requests between their first callback and their completion: what a stop
+ * lets finish before libmicrohttpd and the state behind it go */
+static _Atomic unsigned long  requests_in_flight;
+/* set by http_quiesce(): answers then close their connection */
+static _Atomic bool           quiescing;
+
 
 /* --- replies --- */
 
@@ -81,6 +88,9 @@ queue(struct http_req *r, unsigned status, struct MHD_Response *resp,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (r->www_auth) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    }
+    if (atomic_load(&quiescing)) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     }
     if (status == 405 && r->route != NULL) {
         char      allow[64];
@@ -443,6 +453,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
         r->path = url;
         r->start_us = clock_mono_us();
         *con_cls = r;
+        atomic_fetch_add(&requests_in_flight, 1);
 
         /*
          * A body announced too large is read and dropped, then refused:
@@ -530,6 +541,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->body);
     free(r);
     *con_cls = NULL;
+    atomic_fetch_sub(&requests_in_flight, 1);
 }
 
 
@@ -695,8 +707,9 @@ http_start(struct server *srv)
         return -1;
     }
 
+    /* ITC: a thread pool can only be quiesced with it (http_quiesce) */
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL
-            | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+            | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC;
 
     srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -713,6 +726,40 @@ http_start(struct server *srv)
         return -1;
     }
     return 0;
+}
+
+
+void
+http_quiesce(struct server *srv)
+{
+    MHD_socket  fd;
+
+    if (srv->mhd == NULL) {
+        return;
+    }
+    atomic_store(&quiescing, true);
+    /* our listen socket: libmicrohttpd hands it back and forgets it */
+    fd = MHD_quiesce_daemon(srv->mhd);
+    if (fd != MHD_INVALID_SOCKET) {
+        close(fd);
+    }
+}
+
+
+bool
+http_drain(struct server *srv, unsigned timeout_ms)
+{
+    uint64_t  deadline = clock_mono_ms() + timeout_ms;
+
+    while (atomic_load(&requests_in_flight) > 0) {
+        if (srv->mhd == NULL || clock_mono_ms() >= deadline) {
+            log_warn("stopping with %lu requests unanswered",
+                     atomic_load(&requests_in_flight));
+            return false;
+        }
+        usleep(10000);
+    }
+    return true;
 }
 
 

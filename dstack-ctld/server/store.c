@@ -232,8 +232,27 @@ meta_set_text(sqlite3 *db, const char *key, const char *value)
 }
 
 
+int
+store_schema_version(void)
+{
+    return SCHEMA_VERSION;
+}
+
+
+int
+store_rotate_epoch(sqlite3 *db, char epoch[EPOCH_LEN + 1])
+{
+    if (db_exec(db, "UPDATE meta SET value = lower(hex(randomblob(8)))"
+                    " WHERE key = 'epoch'") != 0)
+    {
+        return -1;
+    }
+    return meta_get_text(db, "epoch", epoch, EPOCH_LEN + 1);
+}
+
+
 static int
-migrate(sqlite3 *db, const char *path)
+migrate(sqlite3 *db, const char *path, bool *created)
 {
     sqlite3_stmt  *st;
     int            current;
@@ -248,6 +267,7 @@ migrate(sqlite3 *db, const char *path)
     }
     current = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
+    *created = current == 0;
 
     if (current > SCHEMA_VERSION) {
         log_error("%s has schema version %d, newer than this binary's %d",
@@ -326,7 +346,7 @@ store_open(struct store *st, const char *path)
     if (db_exec(st->wdb, "PRAGMA synchronous = FULL;"
                          "PRAGMA foreign_keys = ON;"
                          "PRAGMA secure_delete = ON;") != 0
-        || migrate(st->wdb, path) != 0)
+        || migrate(st->wdb, path, &st->created) != 0)
     {
         return -1;
     }

@@ -16,6 +16,8 @@
 
 #include <sqlite3.h>
 
+#include "lib/wire.h"
+
 struct store {
     char             *path;
     sqlite3          *wdb;          /* the writer's connection */
@@ -23,10 +25,16 @@ struct store {
     sqlite3         **readers;
     size_t            nreaders;
     size_t            creaders;
+    bool              created;      /* the database was made by this open */
 };
 
 int       store_open(struct store *st, const char *path);
 void      store_close(struct store *st);
+/* the number of migrations this binary knows (a database's user_version) */
+int       store_schema_version(void);
+/* a new random epoch for the database's history (in the caller's
+ * transaction, if any) */
+int       store_rotate_epoch(sqlite3 *db, char epoch[EPOCH_LEN + 1]);
 /* this thread's read-only connection, opened on first use; NULL on error */
 sqlite3  *store_reader(struct store *st);
 

@@ -15,6 +15,12 @@
 #define BATCH_MAX  512
 
 
+enum writer_health {
+    WRITER_OK,
+    WRITER_STALE,           /* in-memory state not reloaded after a rollback */
+    WRITER_FAILED           /* the disk failed at commit: no more writes */
+};
+
 struct writer {
     sqlite3              *db;
     struct writer_hooks   hooks;
@@ -24,6 +30,9 @@ struct writer {
     struct write_op      *head, *tail;
     bool                  stopping;
     struct writer_stats   stats;
+    /* writer thread only */
+    enum writer_health    health;
+    bool                  disk_full;        /* at the last commit */
 };
 
 
@@ -40,20 +49,69 @@ deadline_after(struct timespec *ts, unsigned ms)
 }
 
 
+/* in-memory state from the database again; writes wait until it is */
+static void
+reload(struct writer *w)
+{
+    bool  ok;
+
+    if (!sqlite3_get_autocommit(w->db)) {
+        db_exec(w->db, "ROLLBACK");
+    }
+    ok = sqlite3_get_autocommit(w->db) && w->hooks.aborted(w->hooks.arg, w->db) == 0;
+    if (ok && w->health == WRITER_STALE) {
+        log_info("state reloaded from the database: writes resume");
+    } else if (!ok && w->health != WRITER_STALE) {
+        log_error("cannot reload the state from the database: writes are"
+                  " refused until it can be");
+    }
+    w->health = ok ? WRITER_OK : WRITER_STALE;
+}
+
+
+/*
+ * The transaction is over; what it means for the writer.  SQLITE_FULL is
+ * temporary: the batch fails, state is reloaded, later writes may pass.
+ * SQLITE_IOERR* at commit means the disk did not take what was written (a
+ * failed write or fsync): the file's state is then unknown, so the writer
+ * stops for good and the server exits for its supervisor.  State that
+ * cannot be reloaded makes writes wait (503) until it can.
+ */
+static bool
+finish(struct writer *w, bool commit)
+{
+    int  err;
+
+    if (commit && db_exec(w->db, "COMMIT") == 0) {
+        w->hooks.committed(w->hooks.arg);
+        return true;
+    }
+    err = sqlite3_extended_errcode(w->db);
+    if (commit && (err & 0xff) == SQLITE_IOERR) {
+        log_error("the disk failed at commit (sqlite error %d): writes stop", err);
+        w->health = WRITER_FAILED;
+        if (w->hooks.failed != NULL) {
+            w->hooks.failed(w->hooks.failed_arg);
+        }
+    } else if (commit && (err & 0xff) == SQLITE_FULL) {
+        w->disk_full = true;
+    }
+    if (w->health != WRITER_FAILED) {
+        reload(w);
+    } else if (!sqlite3_get_autocommit(w->db)) {
+        db_exec(w->db, "ROLLBACK");
+    }
+    return false;
+}
+
+
 static void
 run_maintenance(struct writer *w)
 {
-    if (db_exec(w->db, "BEGIN IMMEDIATE") != 0) {
+    if (w->health != WRITER_OK || db_exec(w->db, "BEGIN IMMEDIATE") != 0) {
         return;
     }
-    if (w->hooks.maintain(w->hooks.arg, w->db) == 0
-        && db_exec(w->db, "COMMIT") == 0)
-    {
-        w->hooks.committed(w->hooks.arg);
-        return;
-    }
-    db_exec(w->db, "ROLLBACK");
-    w->hooks.aborted(w->hooks.arg, w->db);
+    finish(w, w->hooks.maintain(w->hooks.arg, w->db) == 0);
 }
 
 
@@ -61,36 +119,43 @@ static void
 run_batch(struct writer *w, struct write_op *batch, unsigned n)
 {
     struct write_op  *op, *next;
+    const char       *refusal = NULL;
     bool              committed = false;
 
-    if (db_exec(w->db, "BEGIN IMMEDIATE") == 0) {
-        for (op = batch; op != NULL; op = op->next) {
-            if (db_exec(w->db, "SAVEPOINT op") != 0) {
-                break;
-            }
-            if (op->exec(op, w->db) != 0) {
-                db_exec(w->db, "ROLLBACK TO op");
-            }
-            db_exec(w->db, "RELEASE op");
-            /* I/O errors and the like roll the whole transaction back
-             * behind our back: nothing of the batch is left to commit */
-            if (sqlite3_get_autocommit(w->db)) {
-                break;
-            }
-        }
-        /* an op that could not even open its savepoint fails the batch */
-        if (op == NULL && db_exec(w->db, "COMMIT") == 0) {
-            committed = true;
-        } else {
-            db_exec(w->db, "ROLLBACK");
-        }
+    w->disk_full = false;
+    if (w->health == WRITER_STALE) {
+        reload(w);
     }
 
-    if (committed) {
-        w->hooks.committed(w->hooks.arg);
-    } else {
+    if (w->health == WRITER_FAILED) {
+        refusal = "storage failed";
+    } else if (w->health == WRITER_STALE) {
+        refusal = "storage unavailable";
+    } else if (db_exec(w->db, "BEGIN IMMEDIATE") == 0) {
+        /*
+         * Any savepoint error fails the batch: a refused op whose writes
+         * could not be rolled back, or an op that could not be released,
+         * must not commit with the others.  I/O errors and the like may
+         * also roll the whole transaction back behind our back.
+         */
+        for (op = batch; op != NULL; op = op->next) {
+            if (db_exec(w->db, "SAVEPOINT op") != 0
+                || (op->exec(op, w->db) != 0
+                    && db_exec(w->db, "ROLLBACK TO op") != 0)
+                || db_exec(w->db, "RELEASE op") != 0
+                || sqlite3_get_autocommit(w->db))
+            {
+                break;
+            }
+        }
+        committed = finish(w, op == NULL);
+    }
+
+    if (!committed && refusal == NULL) {
         log_error("write batch of %u ops rolled back", n);
-        w->hooks.aborted(w->hooks.arg, w->db);
+        if (w->disk_full) {
+            refusal = "storage full";
+        }
     }
 
     pthread_mutex_lock(&w->lock);
@@ -102,6 +167,10 @@ run_batch(struct writer *w, struct write_op *batch, unsigned n)
     /* done() hands the op back to its request: never touch it afterwards */
     for (op = batch; op != NULL; op = next) {
         next = op->next;
+        if (refusal != NULL && op->status == 0) {
+            op->status = 503;
+            op->error = refusal;
+        }
         op->done(op, committed);
     }
 }
@@ -214,6 +283,12 @@ writer_stop(struct writer *w)
     pthread_mutex_unlock(&w->lock);
 
     pthread_join(w->thread, NULL);
+}
+
+
+void
+writer_free(struct writer *w)
+{
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
     free(w);

@@ -27,7 +27,8 @@ struct write_op {
     void             (*done)(struct write_op *op, bool committed);
     struct write_op   *next;
     void              *ctx;         /* the submitter's, for done() */
-    /* set by exec when it refuses: HTTP status and a static message */
+    /* set by exec when it refuses: HTTP status and a static message; the
+     * writer sets 503 when storage failed (full disk, I/O error) */
     unsigned           status;
     const char        *error;
 };
@@ -36,11 +37,16 @@ struct writer_hooks {
     void   *arg;
     /* the batch is durable: publish in-memory state that went with it */
     void  (*committed)(void *arg);
-    /* the batch was rolled back: reload in-memory state from the database */
-    void  (*aborted)(void *arg, sqlite3 *db);
+    /* the batch was rolled back: reload in-memory state from the database;
+     * -1 when it cannot (writes are refused, 503, until a reload succeeds) */
+    int   (*aborted)(void *arg, sqlite3 *db);
     /* periodic housekeeping, run in its own transaction */
     int   (*maintain)(void *arg, sqlite3 *db);
     unsigned  maintain_every_ms;
+    /* the disk failed at commit (SQLITE_IOERR*): the writer refuses every
+     * later write (503); optional */
+    void  (*failed)(void *failed_arg);
+    void   *failed_arg;
 };
 
 struct writer;
@@ -48,8 +54,10 @@ struct writer;
 struct writer *writer_start(sqlite3 *db, const struct writer_hooks *hooks);
 /* -1 when the writer is stopping; op->done is then never called */
 int   writer_submit(struct writer *w, struct write_op *op);
-/* runs what is queued, then stops the thread */
+/* runs what is queued, then stops the thread; later submits are refused
+ * and writer_stats() still answers, until writer_free() */
 void  writer_stop(struct writer *w);
+void  writer_free(struct writer *w);
 
 struct writer_stats {
     uint64_t  batches;

@@ -16,8 +16,8 @@ use MIME::Base64 qw(encode_base64);
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 
-our @EXPORT = qw(ctld_bin start_server free_port req register join_node
-                 wg_key sqlite_rows json_of raw_http server_refused);
+our @EXPORT = qw(ctld_bin ctld_asan_bin start_server free_port req register
+                 join_node wg_key sqlite_rows json_of raw_http server_refused);
 
 my $JSON = JSON::PP->new->utf8->canonical;
 
@@ -27,6 +27,14 @@ $SIG{PIPE} = "IGNORE";
 sub ctld_bin {
     my $dir = $ENV{DSTACK_BIN} // 'build/bin';
     return "$dir/dstack-ctld";
+}
+
+# the daemon built with ASan and UBSan (made on first use, `make ctld-asan`)
+sub ctld_asan_bin {
+    my $build = ctld_bin() =~ s{/bin/dstack-ctld\z}{}r;
+    system('make', '-s', "BUILD=$build", 'ctld-asan') == 0
+        or die "make ctld-asan failed";
+    return "$build/asan/dstack-ctld";
 }
 
 sub free_port {
@@ -44,7 +52,8 @@ sub wg_key {
     return encode_base64($raw, '');
 }
 
-# start_server(args => [...], dir => existing data dir, port => N)
+# start_server(args => [...], dir => existing data dir, port => N,
+#              bin => another dstack-ctld, data => data dir elsewhere)
 sub start_server {
     my (%o) = @_;
     my $srv = bless {
@@ -52,8 +61,9 @@ sub start_server {
         port => $o{port} // free_port(),
         args => $o{args} // [],
         unix => $o{unix},
+        bin  => $o{bin} // ctld_bin(),
     }, 'CtldTest::Server';
-    $srv->{data} = "$srv->{dir}/data";
+    $srv->{data} = $o{data} // "$srv->{dir}/data";
     $srv->{log} = "$srv->{dir}/server.log";
     $srv->{listen} = $srv->{unix} ? "unix:$srv->{unix}" : "127.0.0.1:$srv->{port}";
     $srv->{http} = HTTP::Tiny->new(timeout => 30, keep_alive => 1);
@@ -153,7 +163,7 @@ sub start {
     if ($pid == 0) {
         open STDOUT, '>>', $self->{log} or die;
         open STDERR, '>>', $self->{log} or die;
-        exec CtldTest::ctld_bin(), 'server', '--listen', $self->{listen},
+        exec $self->{bin}, 'server', '--listen', $self->{listen},
              '--data-dir', $self->{data}, @{ $self->{args} }
             or die "exec: $!";
     }
