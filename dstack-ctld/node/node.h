@@ -229,5 +229,9 @@ void  firewall_hub_remove(void);
 
 /* node_hosts.c: the block "<address> <name>.dstack.internal" lines */
 int   hosts_write_block(const char *path, const char *block);
+/* the text of a hosts file (old_len bytes, any of them) with block in
+ * place: the first block replaced, or appended; NULL: out of memory */
+char *hosts_splice(const char *old, size_t old_len, const char *block,
+                   size_t *len, bool *unterminated);
 
 #endif
