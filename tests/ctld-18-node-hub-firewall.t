@@ -100,6 +100,11 @@ ok(wait_until(10, sub {
     or diag($hub->log_text);
 my $HUB_KEY = wg_dump($hubns->{ns}, $hubns->{ifname})->{public_key};
 my ($a_addr, $b_addr) = map { $list->{$_}{address} } qw(alpha beta);
+# without endpoints, the hub learns where a member is from its handshake
+ok(wait_until(40, sub {
+    my $d = wg_dump($hubns->{ns}, $hubns->{ifname});
+    2 == grep { $_->{handshake} > 0 } values %{ $d->{peers} } }),
+   'both members have a session with the hub');
 
 # --- inside the VPC ----------------------------------------------------------
 
