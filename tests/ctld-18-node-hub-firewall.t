@@ -154,7 +154,22 @@ ok(wait_until(10, sub { hub_table() }), 'a new hub installs it again')
     or diag($hub->log_text);
 ok(ping($N{beta}, $a_addr, 5), 'beta reaches alpha through the new hub');
 ok(!ping($N{alpha}, "$BEHIND.2", 3), 'alpha does not reach behind it');
+
+# --- a hub that dies leaves the filter; the next one cleans up after it ------
+
+$hub->kill9;
+ok(hub_table(), 'a hub killed with SIGKILL leaves its table');
+ok(!ping($N{alpha}, "$BEHIND.2", 2), 'so alpha still does not reach behind it');
+$hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
+                  '--server-url', "unix:$sock", '--hosts-file', 'none',
+                  '--retry-max', '2s');
+ok(wait_until(10, sub { $hub->log_text =~ /forwards only/ }),
+   'the next hub replaces the table') or diag($hub->log_text);
+ok(ping($N{beta}, $a_addr, 5), 'beta reaches alpha through it');
 is($hub->stop, 0, 'hub: stops with status 0');
+ok(!hub_table(), 'and removes the table');
+(undef, $fwd) = in_ns($hubns->{ns}, 'cat', '/proc/sys/net/ipv4/ip_forward');
+is($fwd, "0\n", 'and turns forwarding off (the hub that died turned it on)');
 like($hub->log_text, qr/forwards only 100\.128\.0\.0\/10 to 100\.128\.0\.0\/10/,
      'hub: logs what it forwards');
 

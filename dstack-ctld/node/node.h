@@ -223,7 +223,8 @@ bool  apply_device_present(const struct vpc_node *n);
 void  apply_close(struct vpc_node *n);
 void  apply_hub_stop(struct vpc_node *n);
 
-/* node_firewall.c: the hub forwards only pool to pool over ifname */
+/* node_firewall.c: the hub forwards only pool to pool over ifname; 1
+ * when it replaced a table left by a hub that died, 0, or -1 logged */
 int   firewall_hub_install(const char *ifname, const struct ip_prefix *pool);
 void  firewall_hub_remove(void);
 

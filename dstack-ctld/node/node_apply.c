@@ -66,14 +66,18 @@ hub_routing(struct vpc_node *n)
 {
     const char  *ifname = n->cfg.interface;
     char         name[64], cur[16] = "";
+    int          left;
 
-    if (firewall_hub_install(ifname, &n->self.pool) != 0) {
+    left = firewall_hub_install(ifname, &n->self.pool);
+    if (left < 0) {
         return -1;
     }
-    if (file_read_small(SYSCTL_IPV4 "ip_forward", cur, sizeof(cur)) > 0
-        && cur[0] == '0')
+    /* ours to turn off again: off now, or turned on by a hub that died */
+    if (left == 1
+        || (file_read_small(SYSCTL_IPV4 "ip_forward", cur, sizeof(cur)) > 0
+            && cur[0] == '0'))
     {
-        n->forwarding_on = true;    /* ours to turn off again */
+        n->forwarding_on = true;
     }
     if (sysctl_set("ip_forward", "1") != 0) {
         return -1;

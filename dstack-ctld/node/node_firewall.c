@@ -27,7 +27,11 @@
 #define HUB_TABLE_RESET  "table " HUB_TABLE "\ndelete table " HUB_TABLE "\n"
 
 
-/* runs one nft transaction; -1 after logging its first error line */
+static bool  installed;          /* by this process */
+
+
+/* runs one nft transaction; -1 after logging its first error line,
+ * unless what is NULL */
 static int
 nft_run(const char *what, const char *rules)
 {
@@ -37,13 +41,14 @@ nft_run(const char *what, const char *rules)
 
     nft = nft_ctx_new(NFT_CTX_DEFAULT);
     if (nft == NULL) {
-        log_error("%s: cannot create an nftables context", what);
+        log_error("%s: cannot create an nftables context",
+                  what != NULL ? what : "nftables");
         return -1;
     }
     nft_ctx_buffer_output(nft);
     nft_ctx_buffer_error(nft);
     rc = nft_run_cmd_from_buffer(nft, rules);
-    if (rc != 0) {
+    if (rc != 0 && what != NULL) {
         err = nft_ctx_get_error_buffer(nft);
         log_error("%s: nftables refused: %.*s", what,
                   err != NULL ? (int) strcspn(err, "\n") : 0,
@@ -58,6 +63,7 @@ int
 firewall_hub_install(const char *ifname, const struct ip_prefix *pool)
 {
     char  rules[1024], prefix[IP_PREFIX_STRLEN];
+    bool  left;
 
     /* the name goes into the rules as a quoted string */
     if (!ident_valid(ifname, IFNAMSIZ - 1) || pool->family != AF_INET) {
@@ -65,6 +71,8 @@ firewall_hub_install(const char *ifname, const struct ip_prefix *pool)
                   ifname);
         return -1;
     }
+    /* a table we did not make was left by a hub that died */
+    left = !installed && nft_run(NULL, "list table " HUB_TABLE "\n") == 0;
     ip_prefix_format(pool, prefix);
     snprintf(rules, sizeof(rules),
              HUB_TABLE_RESET
@@ -79,9 +87,10 @@ firewall_hub_install(const char *ifname, const struct ip_prefix *pool)
     if (nft_run("hub forwarding filter", rules) != 0) {
         return -1;
     }
+    installed = true;
     log_info("nftables: %s forwards only %s to %s over %s", HUB_TABLE,
              prefix, prefix, ifname);
-    return 0;
+    return left ? 1 : 0;
 }
 
 
@@ -90,5 +99,6 @@ firewall_hub_remove(void)
 {
     if (nft_run("removing the hub forwarding filter", HUB_TABLE_RESET) == 0) {
         log_info("nftables: %s removed", HUB_TABLE);
+        installed = false;
     }
 }
