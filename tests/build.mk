@@ -5,7 +5,10 @@ SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=all
 UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
                 $(BUILD)/tests/parse_test
-FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target
+CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
+                $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts
+FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target \
+                $(CTLD_FUZZERS)
 FUZZ_SECONDS ?= 5
 
 .PHONY: unit-tests fuzzers fuzz
@@ -34,11 +37,36 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c common/*.c common/*.h
 	clang $(C11) -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -o $@ $< $(wildcard common/*.c) $(OPENSSL_LIBS)
 
+# The daemon's: what the server and the node parse from the network, with
+# the lib/ (and for the node wg/) sources they use, compiled alike.
+CTLD_FUZZ_LIB := $(addprefix dstack-ctld/lib/,log.c util.c validate.c) \
+                 $(wildcard common/*.c)
+CTLD_FUZZ_HDR := $(wildcard common/*.h dstack-ctld/*/*.h)
+CTLD_FUZZ_CC  := clang $(C11) -Idstack-ctld -g -O1 \
+                 -fsanitize=fuzzer,address,undefined
+
+$(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join: \
+$(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/server/api_input.c \
+                           $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
+	@mkdir -p $(@D)
+	$(CTLD_FUZZ_CC) -o $@ $(filter %.c,$^) -ljansson $(OPENSSL_LIBS)
+
+$(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts: \
+$(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/node/node_peers.c \
+                           dstack-ctld/node/node_hosts.c $(WG_SRC) \
+                           $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
+	@mkdir -p $(@D)
+	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -ljansson \
+	    $(OPENSSL_LIBS) $(WG_LIBS)
+
 # A short run of every fuzzer from its seed corpus; new inputs go to build/.
+# Their stderr is closed (-close_fd_mask=2): the daemon's code logs every
+# input it refuses; libFuzzer and the sanitizers report on a copy of it.
 fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	    name=$${f##*/fuzz_}; mkdir -p $(BUILD)/fuzz/corpus-$$name; \
 	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -close_fd_mask=2 \
 	        $(BUILD)/fuzz/corpus-$$name tests/fuzz/corpus/$$name \
 	        2> $(BUILD)/fuzz/$$name.log \
 	    || { tail -40 $(BUILD)/fuzz/$$name.log; exit 1; }; \

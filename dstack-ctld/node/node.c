@@ -580,6 +580,9 @@ node_run(struct vpc_node *n)
     rc = node_loop(n);
 
 done:
+    if (n->self.hub) {
+        apply_hub_stop(n);
+    }
     apply_close(n);             /* closes the handle; the interface stays */
     close(lock_fd);
     return rc;

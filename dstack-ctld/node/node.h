@@ -13,6 +13,7 @@
  *   node_peers.c    server answers checked into a peer set; which peers
  *                   WireGuard gets (the reachability rule)
  *   node_apply.c    the interface: device, address, peers, forwarding
+ *   node_firewall.c the hub's forwarding filter (nftables)
  *   node_hosts.c    the marked block of the hosts file
  */
 
@@ -154,6 +155,7 @@ struct vpc_node {
     struct wg_device     *dev;
     bool                  dev_up;       /* key, port, address, link up */
     bool                  peers_synced; /* the device has eff */
+    bool                  forwarding_on;    /* the hub turned ip_forward on */
     char                 *hosts_block;  /* last written */
 };
 
@@ -219,8 +221,18 @@ int   apply_snapshot(struct vpc_node *n, struct wg_peer *eff, size_t n_eff);
 int   apply_delta(struct vpc_node *n, struct wg_peer *eff, size_t n_eff);
 bool  apply_device_present(const struct vpc_node *n);
 void  apply_close(struct vpc_node *n);
+void  apply_hub_stop(struct vpc_node *n);
+
+/* node_firewall.c: the hub forwards only pool to pool over ifname; 1
+ * when it replaced a table left by a hub that died, 0, or -1 logged */
+int   firewall_hub_install(const char *ifname, const struct ip_prefix *pool);
+void  firewall_hub_remove(void);
 
 /* node_hosts.c: the block "<address> <name>.dstack.internal" lines */
 int   hosts_write_block(const char *path, const char *block);
+/* the text of a hosts file (old_len bytes, any of them) with block in
+ * place: the first block replaced, or appended; NULL: out of memory */
+char *hosts_splice(const char *old, size_t old_len, const char *block,
+                   size_t *len, bool *unterminated);
 
 #endif

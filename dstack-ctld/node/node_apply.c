@@ -1,6 +1,6 @@
 /*
  * The WireGuard interface through wg.h and netdev.h: the device (key,
- * port, address, link up; forwarding on the hub), a snapshot as
+ * port, address, link up; filtered forwarding on the hub), a snapshot as
  * wg_replace_peers(), which keeps the peers that stay and their sessions,
  * and a delta as one wg_apply() of exactly what changed.
  *
@@ -53,7 +53,8 @@ sysctl_set(const char *name, const char *value)
 
 
 /*
- * The hub routes between its peers (/proc/sys/net is per namespace).  A
+ * The hub routes between its peers (/proc/sys/net is per namespace), and
+ * between them only: the forwarding filter comes first.  A
  * packet it forwards leaves by the interface it came in on, so by default
  * the kernel would also answer each one with an ICMP redirect ("go to
  * 100.128.0.9 directly"), which a node cannot follow: there is no direct
@@ -61,10 +62,23 @@ sysctl_set(const char *name, const char *value)
  * redirects when "all" or the interface says so: both are turned off.
  */
 static int
-hub_routing(const char *ifname)
+hub_routing(struct vpc_node *n)
 {
-    char  name[64];
+    const char  *ifname = n->cfg.interface;
+    char         name[64], cur[16] = "";
+    int          left;
 
+    left = firewall_hub_install(ifname, &n->self.pool);
+    if (left < 0) {
+        return -1;
+    }
+    /* ours to turn off again: off now, or turned on by a hub that died */
+    if (left == 1
+        || (file_read_small(SYSCTL_IPV4 "ip_forward", cur, sizeof(cur)) > 0
+            && cur[0] == '0'))
+    {
+        n->forwarding_on = true;
+    }
     if (sysctl_set("ip_forward", "1") != 0) {
         return -1;
     }
@@ -86,6 +100,17 @@ apply_close(struct vpc_node *n)
     n->dev = NULL;
     n->dev_up = false;
     n->peers_synced = false;
+}
+
+
+/* a hub that stops leaves no forwarding behind: filter and sysctl */
+void
+apply_hub_stop(struct vpc_node *n)
+{
+    if (n->forwarding_on && sysctl_set("ip_forward", "0") == 0) {
+        n->forwarding_on = false;
+    }
+    firewall_hub_remove();
 }
 
 
@@ -137,7 +162,7 @@ apply_device(struct vpc_node *n)
         rc = netdev_up(n->cfg.interface, (unsigned) n->cfg.mtu);
     }
     if (rc == 0 && n->self.hub) {
-        rc = hub_routing(n->cfg.interface);
+        rc = hub_routing(n);
     }
     if (rc != 0) {
         log_error("%s: cannot configure the interface; will try again",

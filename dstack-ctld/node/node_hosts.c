@@ -24,8 +24,10 @@
 #include "lib/log.h"
 #include "node/node.h"
 
-#define BEGIN_LINE  "# BEGIN dstack-ctld\n"
-#define END_LINE    "# END dstack-ctld\n"
+#define BEGIN_MARK  "# BEGIN dstack-ctld"
+#define END_MARK    "# END dstack-ctld"
+#define BEGIN_LINE  BEGIN_MARK "\n"
+#define END_LINE    END_MARK "\n"
 #define HOSTS_MAX   (4u << 20)
 
 
@@ -70,12 +72,23 @@ read_all(const char *path, size_t *len, mode_t *mode)
 }
 
 
-/* where a whole line equal to line starts in text at or after from */
+/*
+ * Where a line that is exactly mark starts in text[0, len), at or after
+ * from: at the start of a line, up to a newline or the end of the text
+ * (a file may hold any byte, NUL included).  *after: just past the line.
+ */
 static const char *
-find_line(const char *text, const char *from, const char *line)
+find_line(const char *text, size_t len, size_t from, const char *mark,
+          size_t *after)
 {
-    for (const char *p = from; (p = strstr(p, line)) != NULL; p++) {
-        if (p == text || p[-1] == '\n') {
+    const char  *end = text + len;
+    size_t       m = strlen(mark);
+
+    for (const char *p = text + from;
+         (p = memmem(p, (size_t) (end - p), mark, m)) != NULL; p++)
+    {
+        if ((p == text || p[-1] == '\n') && (p + m == end || p[m] == '\n')) {
+            *after = (size_t) (p + m - text) + (p + m < end);
             return p;
         }
     }
@@ -110,13 +123,55 @@ out:
 }
 
 
+char *
+hosts_splice(const char *old, size_t old_len, const char *block, size_t *len,
+             bool *unterminated)
+{
+    const char  *begin, *end;
+    char        *text;
+    size_t       head, after, tail_at, n;
+
+    begin = find_line(old, old_len, 0, BEGIN_MARK, &after);
+    end = begin ? find_line(old, old_len, after, END_MARK, &tail_at) : NULL;
+    *unterminated = begin != NULL && end == NULL;
+    if (begin != NULL) {
+        head = (size_t) (begin - old);
+        if (end == NULL) {
+            tail_at = old_len;
+        }
+    } else {
+        head = tail_at = old_len;
+    }
+
+    /* old head, a newline if it lacks one, the block, old tail */
+    n = head + 1 + strlen(BEGIN_LINE) + strlen(block) + strlen(END_LINE)
+        + (old_len - tail_at);
+    text = malloc(n + 1);
+    if (text == NULL) {
+        return NULL;
+    }
+    n = 0;
+    memcpy(text, old, head);
+    n += head;
+    if (head > 0 && text[head - 1] != '\n') {
+        text[n++] = '\n';
+    }
+    n += (size_t) sprintf(text + n, "%s%s%s", BEGIN_LINE, block, END_LINE);
+    memcpy(text + n, old + tail_at, old_len - tail_at);
+    n += old_len - tail_at;
+    text[n] = '\0';
+    *len = n;
+    return text;
+}
+
+
 int
 hosts_write_block(const char *path, const char *block)
 {
-    const char  *begin, *end;
     char        *old, *text;
-    size_t       old_len, head, tail_at, len;
+    size_t       old_len, len;
     mode_t       mode, mask;
+    bool         unterminated;
     int          rc;
 
     old = read_all(path, &old_len, &mode);
@@ -124,38 +179,16 @@ hosts_write_block(const char *path, const char *block)
         log_error("cannot read %s: %s", path, strerror(errno));
         return -1;
     }
-    begin = find_line(old, old, BEGIN_LINE);
-    end = begin ? find_line(old, begin, END_LINE) : NULL;
-    if (begin != NULL && end == NULL) {
+    text = hosts_splice(old, old_len, block, &len, &unterminated);
+    if (unterminated) {
         log_warn("%s: \"# BEGIN dstack-ctld\" without its END line; the"
                  " block is taken to run to the end of the file", path);
     }
-    if (begin != NULL) {
-        head = (size_t) (begin - old);
-        tail_at = end ? (size_t) (end - old) + strlen(END_LINE) : old_len;
-    } else {
-        head = tail_at = old_len;
-    }
-
-    /* old head, a newline if it lacks one, the block, old tail */
-    len = head + 1 + strlen(BEGIN_LINE) + strlen(block) + strlen(END_LINE)
-          + (old_len - tail_at);
-    text = malloc(len + 1);
     if (text == NULL) {
         free(old);
         log_error("out of memory");
         return -1;
     }
-    len = 0;
-    memcpy(text, old, head);
-    len += head;
-    if (head > 0 && text[head - 1] != '\n') {
-        text[len++] = '\n';
-    }
-    len += (size_t) sprintf(text + len, "%s%s%s", BEGIN_LINE, block, END_LINE);
-    memcpy(text + len, old + tail_at, old_len - tail_at);
-    len += old_len - tail_at;
-    text[len] = '\0';
 
     rc = 0;
     if (len != old_len || memcmp(text, old, len) != 0) {

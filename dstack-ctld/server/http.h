@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "server/api_input.h"
 #include "server/longpoll.h"
 #include "server/server.h"
 #include "server/writer.h"
@@ -86,6 +87,8 @@ enum MHD_Result  http_unauthorized_bearer(struct http_req *r, const char *msg);
  * -1 malformed (embedded NUL, longer than max).
  */
 int   http_arg(struct http_req *r, const char *name, size_t max, const char **value);
+/* the same, unchecked, for api_input.h */
+void  http_arg_get(struct http_req *r, const char *name, struct api_arg *a);
 /* the JSON object in the body, or NULL after answering 400 */
 json_t *http_json_body(struct http_req *r);
 /* the token of "Authorization: Bearer <64 hex>" hashed, false if none */

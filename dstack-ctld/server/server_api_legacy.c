@@ -72,8 +72,8 @@ enum MHD_Result
 api_register(struct http_req *r)
 {
     struct register_state  *st = r->data;
-    const char             *instance, *name;
-    int                     rc;
+    struct api_arg          instance, name;
+    const char             *why;
 
     if (st != NULL) {
         if (r->async == ASYNC_REFUSED) {
@@ -93,17 +93,6 @@ api_register(struct http_req *r)
                                            "server_url", r->srv->server_url));
     }
 
-    rc = http_arg(r, "instance_id", INSTANCE_ID_MAX, &instance);
-    if (rc < 0) {
-        return http_error(r, 400, "invalid instance_id");
-    }
-    if (rc == 0 || instance[0] == '\0') {
-        return http_error(r, 400, "Missing required parameters");
-    }
-    if (!ident_valid(instance, INSTANCE_ID_MAX)) {
-        return http_error(r, 400, "invalid instance_id");
-    }
-
     st = calloc(1, sizeof(*st));
     if (st == NULL) {
         return http_error(r, 500, "out of memory");
@@ -112,31 +101,20 @@ api_register(struct http_req *r)
     r->data_free = register_state_free;
     register_op_init(&st->op, &r->srv->reg);
 
-    rc = http_arg(r, "node_name", DNS_LABEL_MAX, &name);
-    if (rc < 0) {
-        return http_error(r, 400, "invalid node_name");
+    http_arg_get(r, "instance_id", &instance);
+    http_arg_get(r, "node_name", &name);
+    why = api_register_args(&instance, &name, &st->op);
+    if (why != NULL) {
+        return http_error(r, 400, why);
     }
-    if (rc == 1 && name[0] != '\0') {
-        snprintf(st->op.node_name, sizeof(st->op.node_name), "%s", name);
-        if (!dns_label_normalize(st->op.node_name)) {
-            return http_error(r, 400, "invalid node_name");
-        }
-        if (!register_name_free(r, st->op.node_name)) {
-            return MHD_YES;
-        }
-    } else {
-        /* the original's default; kept only when it is a usable DNS label */
-        snprintf(st->op.node_name, sizeof(st->op.node_name), "node-%.*s",
-                 DNS_LABEL_MAX - 5, instance);
-        if (strlen(instance) > DNS_LABEL_MAX - 5
-            || !dns_label_normalize(st->op.node_name))
-        {
-            st->op.node_name[0] = '\0';
-        }
+    /* a name asked for must be free for this app already at register */
+    if (name.present && name.len != 0
+        && !register_name_free(r, st->op.node_name))
+    {
+        return MHD_YES;
     }
 
     snprintf(st->op.app_id, sizeof(st->op.app_id), "%s", r->app_id);
-    snprintf(st->op.instance_id, sizeof(st->op.instance_id), "%s", instance);
     st->op.lifetime = r->srv->cfg.key_lifetime;
     if (token_new(st->key, st->op.key_hash) != 0) {
         return http_error(r, 500, "no randomness");
@@ -157,54 +135,12 @@ update_state_free(void *p)
 }
 
 
-/* copies an optional query argument after checking it; false after 400 */
-static bool
-update_arg(struct http_req *r, const char *name, char *dst, size_t dstsz,
-           bool (*valid)(const char *s))
-{
-    const char  *v;
-    int          rc;
-    char         msg[64];
-
-    rc = http_arg(r, name, dstsz - 1, &v);
-    if (rc == 1 && v[0] != '\0' && !valid(v)) {
-        rc = -1;
-    }
-    if (rc < 0) {
-        snprintf(msg, sizeof(msg), "invalid %s", name);
-        http_error(r, 400, msg);
-        return false;
-    }
-    snprintf(dst, dstsz, "%s", rc == 1 ? v : "");
-    return true;
-}
-
-
-static bool
-node_type_valid(const char *s)
-{
-    return ident_valid(s, LEGACY_TYPE_MAX);
-}
-
-
-static bool
-hostname_valid(const char *s)
-{
-    return text_valid(s, strlen(s), LEGACY_HOSTNAME_MAX) && strchr(s, ' ') == NULL;
-}
-
-
-static bool
-uuid_valid(const char *s)
-{
-    return text_valid(s, strlen(s), LEGACY_UUID_MAX);
-}
-
-
 enum MHD_Result
 api_nodes_update(struct http_req *r)
 {
     struct legacy_update_op  *op = r->data;
+    struct api_arg            uuid, node_type, tailscale_ip, hostname;
+    const char               *why;
 
     if (op != NULL) {
         if (r->async == ASYNC_REFUSED) {
@@ -232,20 +168,13 @@ api_nodes_update(struct http_req *r)
     r->data = op;
     r->data_free = update_state_free;
 
-    if (!update_arg(r, "uuid", op->uuid, sizeof(op->uuid), uuid_valid)) {
-        return MHD_YES;
-    }
-    if (op->uuid[0] == '\0') {
-        return http_error(r, 400, "uuid parameter is required");
-    }
-    if (!update_arg(r, "node_type", op->node_type, sizeof(op->node_type),
-                    node_type_valid)
-        || !update_arg(r, "tailscale_ip", op->tailscale_ip,
-                       sizeof(op->tailscale_ip), ip_valid)
-        || !update_arg(r, "hostname", op->hostname, sizeof(op->hostname),
-                       hostname_valid))
-    {
-        return MHD_YES;
+    http_arg_get(r, "uuid", &uuid);
+    http_arg_get(r, "node_type", &node_type);
+    http_arg_get(r, "tailscale_ip", &tailscale_ip);
+    http_arg_get(r, "hostname", &hostname);
+    why = api_update_args(&uuid, &node_type, &tailscale_ip, &hostname, op);
+    if (why != NULL) {
+        return http_error(r, 400, why);
     }
     snprintf(op->app_id, sizeof(op->app_id), "%s", r->app_id);
     return http_submit(r, &op->op);

@@ -18,32 +18,6 @@
 #include "server/store.h"
 
 
-/* a string member: 1 present, 0 absent or null, -1 wrong type (answered) */
-static int
-member_string(struct http_req *r, json_t *obj, const char *key, const char **out)
-{
-    json_t  *v = json_object_get(obj, key);
-    char     msg[64];
-
-    if (v == NULL || json_is_null(v)) {
-        return 0;
-    }
-    if (!json_is_string(v)) {
-        snprintf(msg, sizeof(msg), "%s must be a string", key);
-        http_error(r, 400, msg);
-        return -1;
-    }
-    *out = json_string_value(v);
-    /* an embedded NUL (\u0000) would make the C string lie about its length */
-    if (strlen(*out) != json_string_length(v)) {
-        snprintf(msg, sizeof(msg), "invalid %s", key);
-        http_error(r, 400, msg);
-        return -1;
-    }
-    return 1;
-}
-
-
 static bool
 admin_token(struct http_req *r, const unsigned char hash[SHA256_LEN])
 {
@@ -146,10 +120,9 @@ enum MHD_Result
 api_v1_join(struct http_req *r)
 {
     struct join_state  *st = r->data;
-    const char         *key = NULL, *pub = NULL, *endpoint = NULL, *name = NULL;
-    const char         *node_token = NULL;
-    json_t             *body, *wp;
-    int                 rc;
+    char                msg[API_MSG_MAX];
+    json_t             *body;
+    unsigned            status;
 
     if (st != NULL) {
         return join_answer(r, st);
@@ -169,75 +142,15 @@ api_v1_join(struct http_req *r)
     join_op_init(&st->op, &r->srv->reg);
     st->with_peers = true;
 
-    /* member_string() answers the wrong types itself */
-    rc = member_string(r, body, "pre_auth_key", &key);
-    if (rc <= 0) {
-        json_decref(body);
-        return rc < 0 ? MHD_YES : http_error(r, 400, "pre_auth_key is required");
-    }
-    rc = member_string(r, body, "public_key", &pub);
-    if (rc <= 0) {
-        json_decref(body);
-        return rc < 0 ? MHD_YES : http_error(r, 400, "public_key is required");
-    }
-    if (member_string(r, body, "endpoint", &endpoint) < 0
-        || member_string(r, body, "name", &name) < 0
-        || member_string(r, body, "node_token", &node_token) < 0)
-    {
-        json_decref(body);
-        return MHD_YES;
-    }
-    wp = json_object_get(body, "with_peers");
-    if (wp != NULL && !json_is_boolean(wp)) {
-        json_decref(body);
-        return http_error(r, 400, "with_peers must be a boolean");
-    }
-    st->with_peers = wp == NULL || json_is_true(wp);
-
-    if (!wg_key_valid(pub)) {
-        json_decref(body);
-        return http_error(r, 400, "public_key must be a base64 WireGuard key (32 bytes)");
-    }
-    snprintf(st->op.public_key, sizeof(st->op.public_key), "%s", pub);
-
-    if (endpoint != NULL && endpoint[0] != '\0') {
-        if (!endpoint_valid(endpoint)) {
-            json_decref(body);
-            return http_error(r, 400, "endpoint must be HOST:PORT");
-        }
-        snprintf(st->op.endpoint, sizeof(st->op.endpoint), "%s", endpoint);
-    }
-    if (name != NULL) {
-        if (strlen(name) > DNS_LABEL_MAX) {
-            json_decref(body);
-            return http_error(r, 400, "name must be a DNS label");
-        }
-        snprintf(st->op.name, sizeof(st->op.name), "%s", name);
-        if (!dns_label_normalize(st->op.name)) {
-            json_decref(body);
-            return http_error(r, 400, "name must be a DNS label");
-        }
-    }
-
-    /* a key of the wrong shape cannot exist: refuse it like an unknown one */
-    if (strlen(key) != TOKEN_HEX_LEN || !ident_valid(key, TOKEN_HEX_LEN)) {
-        json_decref(body);
-        metrics_key_failure(KEY_UNKNOWN);
-        return http_error_why(r, 401, "invalid pre-auth key", "malformed key");
-    }
-    sha256(key, TOKEN_HEX_LEN, st->op.key_hash);
-    /* a re-join with a new public key proves it is the node by its token */
-    if (node_token != NULL) {
-        if (strlen(node_token) != TOKEN_HEX_LEN
-            || !ident_valid(node_token, TOKEN_HEX_LEN))
-        {
-            json_decref(body);
-            return http_error(r, 400, "node_token must be a node token");
-        }
-        sha256(node_token, TOKEN_HEX_LEN, st->op.node_token_hash);
-        st->op.has_node_token = true;
-    }
+    status = api_join_body(body, &st->op, &st->with_peers, msg);
     json_decref(body);
+    if (status == 401) {
+        metrics_key_failure(KEY_UNKNOWN);
+        return http_error_why(r, 401, msg, "malformed key");
+    }
+    if (status != 0) {
+        return http_error(r, status, msg);
+    }
 
     snprintf(st->op.app_id, sizeof(st->op.app_id), "%s", r->app_id);
     if (token_new(st->token, st->op.token_hash) != 0) {
@@ -328,9 +241,10 @@ enum MHD_Result
 api_v1_peers(struct http_req *r)
 {
     struct poll_state  *ps = r->data;
-    const char         *v;
-    uint64_t            wait = 0;
-    int                 rc;
+    struct api_arg      since, wait, epoch;
+    struct peers_args   args;
+    const char         *why;
+    uint64_t            wait_s;
 
     if (ps != NULL) {
         return poll_answer(r, ps);
@@ -342,26 +256,20 @@ api_v1_peers(struct http_req *r)
     r->data = ps;
     r->data_free = free;
 
-    rc = http_arg(r, "since", 20, &v);
-    if (rc < 0 || (rc == 1 && !parse_u64(v, INT64_MAX, &ps->since))) {
-        return http_error(r, 400, "since must be a version number");
+    http_arg_get(r, "since", &since);
+    http_arg_get(r, "wait", &wait);
+    http_arg_get(r, "epoch", &epoch);
+    why = api_peers_args(&since, &wait, &epoch, &args);
+    if (why != NULL) {
+        return http_error(r, 400, why);
     }
-    rc = http_arg(r, "wait", 20, &v);
-    if (rc < 0 || (rc == 1 && !parse_u64(v, UINT32_MAX, &wait))) {
-        return http_error(r, 400, "wait must be a number of seconds");
-    }
-    if (wait > r->srv->cfg.max_wait) {
-        wait = r->srv->cfg.max_wait;
-    }
-    rc = http_arg(r, "epoch", EPOCH_LEN, &v);
-    if (rc < 0 || (rc == 1 && (strlen(v) != EPOCH_LEN || !ident_valid(v, EPOCH_LEN)))) {
-        return http_error(r, 400, "epoch must be the 16 characters a server gave");
-    }
-    if (rc == 1) {
-        snprintf(ps->epoch, sizeof(ps->epoch), "%s", v);
+    ps->since = args.since;
+    if (args.has_epoch) {
+        memcpy(ps->epoch, args.epoch, sizeof(ps->epoch));
         ps->has_epoch = true;
     }
-    ps->deadline_ms = clock_mono_ms() + wait * 1000;
+    wait_s = args.wait < r->srv->cfg.max_wait ? args.wait : r->srv->cfg.max_wait;
+    ps->deadline_ms = clock_mono_ms() + wait_s * 1000;
     return poll_answer(r, ps);
 }
 

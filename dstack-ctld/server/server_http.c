@@ -185,49 +185,36 @@ http_unauthorized_bearer(struct http_req *r, const char *msg)
 
 /* --- request data --- */
 
+void
+http_arg_get(struct http_req *r, const char *name, struct api_arg *a)
+{
+    a->value = NULL;
+    a->len = 0;
+    a->present = MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND,
+                                               name, strlen(name), &a->value,
+                                               &a->len) == MHD_YES;
+}
+
+
 int
 http_arg(struct http_req *r, const char *name, size_t max, const char **value)
 {
-    const char  *v = NULL;
-    size_t       len = 0;
+    struct api_arg  a;
 
-    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name,
-                                      strlen(name), &v, &len) != MHD_YES)
-    {
-        return 0;
-    }
-    if (v == NULL) {
-        *value = "";
-        return 1;
-    }
-    /* "%00" is what unescape() leaves of an encoded NUL */
-    if (strlen(v) != len || len > max || strstr(v, "%00") != NULL) {
-        return -1;
-    }
-    *value = v;
-    return 1;
+    http_arg_get(r, name, &a);
+    return api_arg_value(&a, max, value);
 }
 
 
 json_t *
 http_json_body(struct http_req *r)
 {
-    json_error_t  err;
-    json_t       *obj;
+    const char  *why;
+    json_t      *obj;
 
-    if (r->body_len == 0) {
-        http_error(r, 400, "a JSON object body is required");
-        return NULL;
-    }
-    obj = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &err);
+    obj = api_json_object(r->body, r->body_len, &why);
     if (obj == NULL) {
-        http_error(r, 400, "malformed JSON body");
-        return NULL;
-    }
-    if (!json_is_object(obj)) {
-        json_decref(obj);
-        http_error(r, 400, "the JSON body must be an object");
-        return NULL;
+        http_error(r, 400, why);
     }
     return obj;
 }
