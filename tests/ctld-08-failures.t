@@ -54,7 +54,7 @@ sub stop_clients { kill 'KILL', @_; waitpid $_, 0 for @_ }
 subtest 'a stop under load frees nothing still in use (ASan)' => sub {
     my $asan = ctld_asan_bin();
     for my $round (1 .. 4) {
-        my $srv = start_server(bin => $asan);
+        my $srv = start_server(bin => $asan, args => ['--server-app-id', $APP]);
         my @clients = load_clients($srv, 6);
         sleep 0.2;
         my $status = $srv->stop;
@@ -152,7 +152,7 @@ sub nodes_ok {
 
 subtest 'a full disk: writes answer 503 and spend nothing, then resume' => sub {
     my $mnt = small_tmpfs('2m');
-    my $srv = start_server(data => "$mnt/data");
+    my $srv = start_server(data => "$mnt/data", args => ['--server-app-id', $APP]);
     is(join_node($srv, $APP, "before-$_", "before-$_")->{status}, 200, "join before-$_")
         for 1 .. 3;
     my @keys = map { register($srv, $APP, "during-$_", "during-$_") } 1 .. 4;
@@ -183,7 +183,7 @@ subtest 'a full disk: writes answer 503 and spend nothing, then resume' => sub {
 
 subtest 'the disk fails (read-only remount): the writer stops, the server exits for its supervisor' => sub {
     my $fs = ext4_loop();
-    my $srv = start_server(data => "$fs->{mnt}/data");
+    my $srv = start_server(data => "$fs->{mnt}/data", args => ['--server-app-id', $APP]);
     my %acked;
     for (1 .. 3) {
         my $j = join_node($srv, $APP, "ok-$_", "ok-$_");
@@ -236,7 +236,7 @@ sub poll_from {
 }
 
 subtest 'backup and restore: the restored history gets a new epoch' => sub {
-    my $srv = start_server();
+    my $srv = start_server(args => ['--server-app-id', $APP]);
     my $b = join_node($srv, $APP, 'r-b', 'r-b');
     is($b->{status}, 200, 'a node joins');
     my $file = "$srv->{dir}/ctld-backup.db";
@@ -286,7 +286,7 @@ subtest 'backup and restore: the restored history gets a new epoch' => sub {
 };
 
 subtest 'a database copied back by hand gets a new epoch' => sub {
-    my $srv = start_server();
+    my $srv = start_server(args => ['--server-app-id', $APP]);
     my $a = join_node($srv, $APP, 'h-a', 'h-a');
     $srv->stop;
     system('cp', $srv->db, "$srv->{dir}/old.db") == 0 or die;
@@ -310,7 +310,7 @@ subtest 'a database copied back by hand gets a new epoch' => sub {
     $srv->stop;
 
     # a database from elsewhere with the same history file
-    my $other = start_server();
+    my $other = start_server(args => ['--server-app-id', $APP]);
     join_node($other, $APP, 'o-1', 'o-1');
     $other->stop;
     unlink $srv->db . '-wal', $srv->db . '-shm';
@@ -321,22 +321,22 @@ subtest 'a database copied back by hand gets a new epoch' => sub {
 };
 
 subtest 'a pool or server address that collides with nodes is refused, naming them' => sub {
-    my $srv = start_server();
+    my $srv = start_server(args => ['--server-app-id', $APP]);
     my %addr = map { $_ => join_node($srv, $APP, $_, $_)->{json}{address} } qw(p-one p-two);
     is_deeply(\%addr, { 'p-one' => '100.128.0.2', 'p-two' => '100.128.0.3' }, 'two nodes');
     $srv->stop;
 
-    $srv->{args} = ['--server-address', '100.128.0.3'];
+    $srv->{args} = ['--server-app-id', $APP, '--server-address', '100.128.0.3'];
     ok(!eval { $srv->start; 1 }, 'a server address on a node: refused');
     like($@, qr/leaves 1 nodes without a valid address: p-two \(id \d+, 100\.128\.0\.3\)/,
          'naming the node');
 
-    $srv->{args} = ['--pool', '10.9.0.0/24'];
+    $srv->{args} = ['--server-app-id', $APP, '--pool', '10.9.0.0/24'];
     ok(!eval { $srv->start; 1 }, 'a pool without the nodes: refused');
     like($@, qr/leaves 2 nodes without a valid address: p-one \(id \d+, 100\.128\.0\.2\), p-two/,
          'naming them');
 
-    $srv->{args} = ['--pool', '100.128.0.0/24'];
+    $srv->{args} = ['--server-app-id', $APP, '--pool', '100.128.0.0/24'];
     ok(eval { $srv->start; 1 }, 'a smaller pool that still holds them: served') or diag $@;
     $srv->stop;
 };
@@ -409,7 +409,7 @@ sub storm_answers {
 subtest 'kill -9 during 1000 concurrent joins: every answered join survives' => sub {
     my $N = 1000;
     my $PROCS = 4;
-    my $srv = start_server();
+    my $srv = start_server(args => ['--server-app-id', $APP]);
     my $dir = $srv->{dir};
 
     # the keys first, from a few clients at once

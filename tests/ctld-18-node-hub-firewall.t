@@ -60,7 +60,8 @@ sh_ok("ip -n $behind->{ns} route add 100.128.0.0/10 via $BEHIND.1");
 
 my $sock = "$DIR/ctld.sock";
 my $srv = start_server(unix => $sock, dir => $DIR,
-                       args => ['--wg-endpoint', "$hubns->{ip}:51820"]);
+                       args => ['--wg-endpoint', "$hubns->{ip}:51820",
+                                '--server-app-id', $APP]);
 my $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
                      '--server-url', "unix:$sock", '--hosts-file', 'none',
                      '--retry-max', '2s');

@@ -255,7 +255,7 @@ node_start() {
         *" $cvm "*) endpoint=(--endpoint "${IP[$cvm]}:51820") ;;
     esac
     # what this daemon logs starts here: node-start waits for its own lines
-    wc -c < "$dir/ctld.log" 2>/dev/null > "$dir/ctld.log.start" \
+    stat -c %s "$dir/ctld.log" > "$dir/ctld.log.start" 2>/dev/null \
         || echo 0 > "$dir/ctld.log.start"
     spawn "$dir/ctld.pid" "$dir/ctld.log" "$cvm" \
         "$DSTACK_BIN/dstack-ctld" node \
