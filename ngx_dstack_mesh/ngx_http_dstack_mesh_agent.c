@@ -96,7 +96,8 @@ ngx_http_dstack_mesh_agent_request(ngx_http_request_t *r,
     case NGX_DECLINED:
         /* the client's mistake: info, as for the other refusals */
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "mesh: \"%V\" names no guest agent method", &r->uri);
+                      "mesh: \"%V\" names no guest agent method",
+                      &r->unparsed_uri);
         return ngx_http_dstack_mesh_send_json(r, NGX_HTTP_BAD_REQUEST,
                                               &bad_method);
 

@@ -252,6 +252,8 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_dstack_mesh_loc_conf_t *prev = parent;
     ngx_http_dstack_mesh_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
     ngx_conf_merge_value(conf->auth, prev->auth, 0);
     ngx_conf_merge_ptr_value(conf->allow_apps, prev->allow_apps, NULL);
 
@@ -269,6 +271,26 @@ ngx_http_dstack_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              NULL);
     ngx_conf_merge_ptr_value(conf->agent, prev->agent, NULL);
     ngx_conf_merge_ptr_value(conf->agent_methods, prev->agent_methods, NULL);
+
+    /*
+     * "if" and "limit_except" blocks are part of their location: inside a
+     * mesh_target location they route to the same target.  An "if" block
+     * runs the location's content handler; the proxy module gives a
+     * "limit_except" block its own, which is put back to ours (this merge
+     * runs after the proxy module's).
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->target == NULL && prev->target != NULL
+        && (clcf->noname || clcf->lmt_excpt))
+    {
+        conf->target = prev->target;
+
+        if (clcf->lmt_excpt) {
+            clcf->handler = ngx_http_dstack_mesh_target_handler;
+        }
+    }
 
     if (conf->target) {
         return ngx_http_dstack_mesh_check_target(cf, conf);

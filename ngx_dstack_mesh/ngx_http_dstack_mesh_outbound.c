@@ -40,7 +40,7 @@ static void ngx_http_dstack_mesh_resolve_cleanup(void *data);
 ngx_http_handler_pt  ngx_http_dstack_mesh_proxy_handler;
 
 /* the proxy module's $proxy_host; set by mesh_target */
-ngx_int_t  ngx_http_dstack_mesh_proxy_host_index;
+ngx_int_t  ngx_http_dstack_mesh_proxy_host_index = NGX_ERROR;
 
 
 static ngx_str_t  ngx_http_dstack_mesh_forwarded_names[] = {
@@ -62,6 +62,13 @@ ngx_http_dstack_mesh_target_handler(ngx_http_request_t *r)
     }
 
     ctx->conf = ngx_http_get_module_loc_conf(r, ngx_http_dstack_mesh_module);
+
+    if (ctx->conf->target == NULL) {
+        /* a block the merge did not give the target: never route unpinned */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "mesh: no mesh_target in this location's configuration");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     rc = ngx_http_dstack_mesh_route(r, ctx);
     if (rc != NGX_DECLINED) {
@@ -372,8 +379,14 @@ ngx_http_dstack_mesh_target_host_variable(ngx_http_request_t *r,
         /*
          * A location nested in a mesh_target one, with a proxy_pass of its
          * own, inherits "proxy_set_header Host $mesh_target_host": it gets
-         * the proxy's default Host instead of none.
+         * the proxy's default Host instead of none.  Without any
+         * mesh_target the variable is simply not found.
          */
+
+        if (ngx_http_dstack_mesh_proxy_host_index == NGX_ERROR) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
 
         proxy_host = ngx_http_get_indexed_variable(r,
                                        ngx_http_dstack_mesh_proxy_host_index);

@@ -120,3 +120,24 @@ GET /prpc/
 qr/\[info\] .*mesh: "\/prpc\/" names no guest agent method/
 --- no_error_log
 [error]
+
+
+
+=== TEST 5: the logged path is the client's, escaped: no forged log line
+--- config
+    mesh_gateway gw.test address=127.0.0.1:1;
+    mesh_certificate $TEST_NGINX_CERT_DIR/app-a.crt;
+    mesh_certificate_key $TEST_NGINX_CERT_DIR/app-a.key;
+    mesh_trusted_certificate $TEST_NGINX_CERT_DIR/ca.crt;
+    mesh_agent_socket $TEST_NGINX_HTML_DIR/agent.sock;
+
+    location /prpc/ {
+        mesh_target $http_x_dstack_target_app;
+    }
+--- request
+GET /prpc/x%0aFORGED/
+--- error_code: 400
+--- error_log
+"/prpc/x%0aFORGED/" names no guest agent method
+--- no_error_log eval
+qr/^FORGED/

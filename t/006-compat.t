@@ -218,3 +218,62 @@ upstream SSL certificate does not match "not-a-mesh-peer.example"
 --- response_body eval
 ["via= /mesh/plain/x caller= host=localhost level= upgrade=\n",
  "via=cvm-b /mesh/x caller=$::A host=$::B-443s.gw.test level= upgrade=\n"]
+
+
+
+=== TEST 7: an "if" block inside a mesh_target location routes to the target
+The block inherits the target: pinned, as its location (no worker crash).
+--- config
+    location / {
+        mesh_target $http_x_dstack_target_app;
+
+        if ($arg_via_if) {
+            set $unused 1;
+        }
+    }
+--- request
+GET /api?via_if=1
+--- more_headers
+X-Dstack-Target-App: bbbb000000000000000000000000000000000002
+--- response_body
+via=cvm-b /api?via_if=1 caller=aaaa000000000000000000000000000000000001 host=bbbb000000000000000000000000000000000002-443s.gw.test level= upgrade=
+--- no_error_log
+[error]
+exited on signal
+
+
+
+=== TEST 8: "limit_except" inside a mesh_target location: allowed methods reach the target
+--- config
+    location / {
+        mesh_target $http_x_dstack_target_app;
+
+        limit_except GET {
+            allow all;
+        }
+    }
+--- request
+POST /api
+hello
+--- more_headers
+X-Dstack-Target-App: bbbb000000000000000000000000000000000002
+--- response_body
+via=cvm-b /api caller=aaaa000000000000000000000000000000000001 host=bbbb000000000000000000000000000000000002-443s.gw.test level= upgrade=
+--- no_error_log
+[error]
+[alert]
+
+
+
+=== TEST 9: $mesh_target_host without any mesh_target is empty
+--- config
+    location = /t {
+        set $before $http_authorization;
+        return 200 "host=[$mesh_target_host]\n";
+    }
+--- request
+GET /t
+--- more_headers
+Authorization: secret-of-the-client
+--- response_body
+host=[]
