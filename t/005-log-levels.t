@@ -140,4 +140,4 @@ GET /prpc/x%0aFORGED/
 --- error_log
 "/prpc/x%0aFORGED/" names no guest agent method
 --- no_error_log eval
-qr/^FORGED/
+qr/^FORGED\/" names no guest agent method/
