@@ -158,13 +158,15 @@ ok(!ping($N{alpha}, "$BEHIND.2", 3), 'alpha does not reach behind it');
 
 # --- a hub that dies leaves the filter; the next one cleans up after it ------
 
+# the hubs share one log file: count what the next one adds to it
+my $installs = () = $hub->log_text =~ /forwards only/g;
 $hub->kill9;
 ok(hub_table(), 'a hub killed with SIGKILL leaves its table');
 ok(!ping($N{alpha}, "$BEHIND.2", 2), 'so alpha still does not reach behind it');
 $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
                   '--server-url', "unix:$sock", '--hosts-file', 'none',
                   '--retry-max', '2s');
-ok(wait_until(10, sub { $hub->log_text =~ /forwards only/ }),
+ok(wait_until(10, sub { (() = $hub->log_text =~ /forwards only/g) > $installs }),
    'the next hub replaces the table') or diag($hub->log_text);
 ok(ping($N{beta}, $a_addr, 5), 'beta reaches alpha through it');
 is($hub->stop, 0, 'hub: stops with status 0');
