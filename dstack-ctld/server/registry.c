@@ -86,8 +86,27 @@ registry_node_by_token(sqlite3 *db, const unsigned char hash[SHA256_LEN],
 }
 
 
+int
+registry_token_removed(sqlite3 *db, const unsigned char hash[SHA256_LEN],
+                       int64_t *node_id, bool *by_admin)
+{
+    sqlite3_stmt  *st;
+    int            rc;
 
-
+    st = db_prepare(db, "SELECT node_id, by_admin FROM removed_tokens"
+                        " WHERE token_hash = ?1");
+    if (st == NULL) {
+        return -1;
+    }
+    sqlite3_bind_blob(st, 1, hash, SHA256_LEN, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *node_id = sqlite3_column_int64(st, 0);
+        *by_admin = sqlite3_column_int(st, 1) != 0;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
 
 
 static int
@@ -246,6 +265,16 @@ registry_maintain(void *arg, sqlite3 *db)
     changes = sqlite3_changes(db);
     if (changes > 0) {
         log_debug("pruned %d used or expired pre-auth keys", changes);
+    }
+
+    /* a removed node's token answers 410 as long as its tombstone lasts */
+    st = db_prepare(db, "DELETE FROM removed_tokens WHERE removed_at <= ?1");
+    if (st == NULL) {
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, now - (int64_t) reg->tombstone_ttl);
+    if (db_step_done(st, db) != 0) {
+        return -1;
     }
 
     /* prune by version, not time alone: every tombstone above the floor
@@ -555,6 +584,18 @@ remove_exec(struct write_op *wop, sqlite3 *db)
         return refuse(wop, 500, "storage error");
     }
 
+    /* its token now answers 410: the node learns it was removed */
+    st = db_prepare(db, "INSERT OR REPLACE INTO removed_tokens (token_hash,"
+                        " node_id, by_admin, removed_at)"
+                        " SELECT token_hash, id, ?2, ?3 FROM nodes WHERE id = ?1");
+    if (st != NULL) {
+        sqlite3_bind_int64(st, 1, n->id);
+        sqlite3_bind_int(st, 2, op->requester == 0);
+        sqlite3_bind_int64(st, 3, clock_unix());
+    }
+    if (db_step_done(st, db) != 0) {
+        goto failed;
+    }
     st = db_prepare(db, "DELETE FROM nodes WHERE id = ?1");
     if (st != NULL) {
         sqlite3_bind_int64(st, 1, n->id);

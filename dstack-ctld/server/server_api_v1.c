@@ -236,6 +236,28 @@ api_v1_join(struct http_req *r)
 
 /* --- peers: the long poll --- */
 
+/* a token that is no node's: 410 when its node was removed, else 401 */
+static enum MHD_Result
+unknown_token(struct http_req *r, sqlite3 *db, const unsigned char hash[SHA256_LEN])
+{
+    int64_t      id = 0;
+    bool         by_admin = false;
+    const char  *why;
+    int          rc;
+
+    rc = registry_token_removed(db, hash, &id, &by_admin);
+    if (rc <= 0) {
+        return rc < 0 ? http_error(r, 500, "storage error")
+                      : http_unauthorized_bearer(r, "unknown node token");
+    }
+    why = by_admin ? "removed by the admin" : "removed by itself";
+    log_info("410 %s: the token of node %" PRId64 ", %s", r->method, id, why);
+    return http_json(r, 410, json_pack("{s:s, s:s, s:I}",
+                                       "error", "node removed from the VPC",
+                                       "reason", why, "node_id", (json_int_t) id));
+}
+
+
 struct poll_state {
     uint64_t  since;
     uint64_t  deadline_ms;
@@ -273,9 +295,12 @@ poll_answer(struct http_req *r, struct poll_state *ps)
         /* checked on every wake-up too: a removed node learns it at once */
         rc = registry_node_by_token(db, hash, &self);
         if (rc <= 0) {
+            enum MHD_Result  ret;
+
+            ret = rc < 0 ? http_error(r, 500, "storage error")
+                         : unknown_token(r, db, hash);
             db_end_read(db);
-            return rc < 0 ? http_error(r, 500, "storage error")
-                          : http_unauthorized_bearer(r, "unknown node token");
+            return ret;
         }
     }
     if (self.id != 0 && r->app_id[0] == '\0') {
