@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "server/legacy.h"
+#include "server/quota.h"
 #include "server/registry.h"
 #include "server/store.h"
 
@@ -277,6 +279,10 @@ registry_maintain(void *arg, sqlite3 *db)
         return -1;
     }
 
+    if (legacy_expire(db, reg->record_ttl) != 0) {
+        return -1;
+    }
+
     /* prune by version, not time alone: every tombstone above the floor
      * must still exist for diffs to stay exact */
     st = db_prepare(db, "SELECT max(version) FROM tombstones WHERE removed_at <= ?1");
@@ -314,6 +320,10 @@ register_exec(struct write_op *wop, sqlite3 *db)
     struct register_op  *op = (struct register_op *) wop;
     sqlite3_stmt        *st;
     int64_t              now = clock_unix();
+
+    if (quota_check(wop, db, QUOTA_KEYS, op->app_id, op->reg->quota_keys) != 0) {
+        return -1;
+    }
 
     st = db_prepare(db, "INSERT INTO preauth_keys (key_hash, app_id, instance_id,"
                         " node_name, created_at, expires_at)"
@@ -452,6 +462,11 @@ join_exec(struct write_op *wop, sqlite3 *db)
         return refuse(wop, 500, "storage error");
     }
     op->rejoined = rc == 1;
+    if (!op->rejoined
+        && quota_check(wop, db, QUOTA_NODES, op->app_id, reg->quota_nodes) != 0)
+    {
+        return -1;
+    }
 
     rc = taken_by_other(db, "name", n->name, op->rejoined ? old.id : 0);
     if (rc != 0) {

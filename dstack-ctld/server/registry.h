@@ -45,6 +45,9 @@ struct registry {
     struct longpoll   *longpoll;
     uint64_t           tombstone_ttl;       /* seconds */
     uint64_t           key_retention;       /* seconds after expiry or use */
+    uint64_t           record_ttl;          /* legacy records, seconds */
+    uint64_t           quota_keys;          /* per app: unused keys */
+    uint64_t           quota_nodes;         /* per app: nodes */
 
     /* the hub: the server's own WireGuard peer, fixed while running */
     char               epoch[EPOCH_LEN + 1];

@@ -11,6 +11,7 @@
 
 #include "lib/log.h"
 #include "lib/validate.h"
+#include "server/endpoint.h"
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/peers.h"
@@ -199,11 +200,18 @@ api_v1_join(struct http_req *r)
     snprintf(st->op.public_key, sizeof(st->op.public_key), "%s", pub);
 
     if (endpoint != NULL && endpoint[0] != '\0') {
+        const char  *why;
+        unsigned     status;
+
         if (!endpoint_valid(endpoint)) {
             json_decref(body);
             return http_error(r, 400, "endpoint must be HOST:PORT");
         }
-        snprintf(st->op.endpoint, sizeof(st->op.endpoint), "%s", endpoint);
+        status = endpoint_resolve(endpoint, st->op.endpoint, &why);
+        if (status != 0) {
+            json_decref(body);
+            return http_error(r, status, why);
+        }
     }
     if (name != NULL) {
         if (strlen(name) > DNS_LABEL_MAX) {
@@ -324,7 +332,7 @@ poll_answer(struct http_req *r, struct poll_state *ps)
         && !r->timed_out && ps->deadline_ms > clock_mono_ms())
     {
         db_end_read(db);
-        return http_park(r, ps->since, ps->deadline_ms);
+        return http_park(r, ps->since, ps->deadline_ms, self.id);
     }
 
     out = peers_since(reg, db, self.id, ps->since, ps->has_epoch ? ps->epoch : NULL);
@@ -509,12 +517,16 @@ api_metrics(struct http_req *r)
     struct server          *srv = r->srv;
     struct metrics_gauges   g;
     struct writer_stats     ws;
+    struct longpoll_stats   ls;
     char                   *text;
 
     writer_stats(srv->writer, &ws);
+    longpoll_stats(srv->reg.longpoll, &ls);
     g.nodes = atomic_load(&srv->reg.nodes);
     g.version = atomic_load(&srv->reg.version);
-    g.longpolls_waiting = longpoll_waiting(srv->reg.longpoll);
+    g.longpolls_waiting = ls.waiting;
+    g.longpolls_superseded = ls.superseded;
+    g.longpolls_hung_up = ls.hung_up;
     g.write_batches = ws.batches;
     g.write_ops = ws.ops;
     g.write_failed_commits = ws.failed_commits;
