@@ -104,7 +104,7 @@ for my $p (@waiting) {
 ok(time - $t0 < 3, 'all woke together');
 is(metric('dstack_ctld_longpolls_waiting'), 0, 'none parked now');
 
-# --- removal wakes pollers; the removed node's own poll gets 401 ---
+# --- removal wakes pollers; the removed node's own poll gets 410 ---
 $v = $b->{version};
 my $watch = poll_async($v, 60);
 my $victim = poll_async($v, 60, $b->{node_token});
@@ -117,7 +117,7 @@ is_deeply($got->{json}{removed}, [{ id => $b->{node_id}, public_key => $got->{js
           'removed: node-b');
 like($got->{json}{removed}[0]{public_key}, qr/^.{43}=$/, 'removal names the public key');
 my $vic = poll_result($victim);
-is($vic->{status}, 401, 'the removed node\'s poll ends with 401');
+is($vic->{status}, 410, 'the removed node\'s poll ends with 410 Gone');
 ok($vic->{elapsed} < 2, 'promptly');
 
 # --- deltas over a sequence reconstruct the server's peer set ---

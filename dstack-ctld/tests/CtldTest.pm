@@ -44,7 +44,8 @@ sub wg_key {
     return encode_base64($raw, '');
 }
 
-# start_server(args => [...], dir => existing data dir, port => N)
+# start_server(args => [...], dir => existing data dir, port => N,
+#              wrap => [command the server is started under])
 sub start_server {
     my (%o) = @_;
     my $srv = bless {
@@ -52,6 +53,7 @@ sub start_server {
         port => $o{port} // free_port(),
         args => $o{args} // [],
         unix => $o{unix},
+        wrap => $o{wrap} // [],
     }, 'CtldTest::Server';
     $srv->{data} = "$srv->{dir}/data";
     $srv->{log} = "$srv->{dir}/server.log";
@@ -142,7 +144,7 @@ sub start {
     if ($pid == 0) {
         open STDOUT, '>>', $self->{log} or die;
         open STDERR, '>>', $self->{log} or die;
-        exec CtldTest::ctld_bin(), 'server', '--listen', $self->{listen},
+        exec @{ $self->{wrap} }, CtldTest::ctld_bin(), 'server', '--listen', $self->{listen},
              '--data-dir', $self->{data}, @{ $self->{args} }
             or die "exec: $!";
     }
