@@ -415,6 +415,8 @@ handle_answer(struct vpc_node *n, json_t *answer)
         } else {
             apply_delta(n, eff, n_eff);
         }
+    } else {
+        n->peers_synced = false;    /* set with the device (a new address) */
     }
     changed = !n->have_peers || next.version != n->peers.version
               || strcmp(next.epoch, n->peers.epoch) != 0;
