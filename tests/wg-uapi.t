@@ -553,6 +553,7 @@ sub fake_uapi {
         my $pid = fork // die "fork: $!";
         if ($pid == 0) {
             # takes whatever is sent, says yes to everything
+            $SIG{PIPE} = 'IGNORE';
             while (my $c = $srv->accept) {
                 my $req = '';
                 while (defined(my $l = <$c>)) {
