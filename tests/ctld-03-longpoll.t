@@ -113,7 +113,7 @@ my ($first, $last) = (List::Util::min(@done), List::Util::max(@done));
 ok($last - $first < 1, sprintf('all woke together (%.2fs apart)', $last - $first));
 is(metric('dstack_ctld_longpolls_waiting'), 0, 'none parked now');
 
-# --- removal wakes pollers; the removed node's own poll gets 401 ---
+# --- removal wakes pollers; the removed node's own poll gets 410 ---
 $v = $b->{version};
 my $watch = poll_async($v, 60);
 my $victim = poll_async($v, 60, $b->{node_token});
@@ -127,7 +127,7 @@ is_deeply($got->{json}{removed}, [{ id => $b->{node_id}, public_key => $got->{js
           'removed: node-b');
 like($got->{json}{removed}[0]{public_key}, qr/^.{43}=$/, 'removal names the public key');
 my $vic = poll_result($victim);
-is($vic->{status}, 401, 'the removed node\'s poll ends with 401');
+is($vic->{status}, 410, 'the removed node\'s poll ends with 410 Gone');
 ok($vic->{done} - $removed < 1, 'promptly');
 
 # --- deltas over a sequence reconstruct the server's peer set ---

@@ -536,6 +536,50 @@ sub fake_uapi {
          '  says so');
 }
 
+# --- a socket nobody should trust with a private key -----------------------
+
+{
+    key_pair('spy');
+    for my $case (['writable by everyone', sub { chmod 0666, $FAKE_SOCK },
+                   qr/refusing \Q$FAKE_SOCK\E: it is writable by group or others/],
+                  ['owned by another user', sub { chown 65534, 65534, $FAKE_SOCK },
+                   qr/refusing \Q$FAKE_SOCK\E: it is owned by another user/])
+    {
+        my ($name, $spoil, $why) = @$case;
+        unlink $FAKE_SOCK, "$DIR/spied";
+        my $srv = IO::Socket::UNIX->new(Local => $FAKE_SOCK, Listen => 5)
+            or die "$FAKE_SOCK: $!";
+        $spoil->();
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            # takes whatever is sent, says yes to everything
+            $SIG{PIPE} = 'IGNORE';
+            while (my $c = $srv->accept) {
+                my $req = '';
+                while (defined(my $l = <$c>)) {
+                    $req .= $l;
+                    last if $l eq "\n";
+                }
+                open my $fh, '>>', "$DIR/spied" or POSIX::_exit(1);
+                print $fh $req;
+                close $fh;
+                print $c "errno=0\n\n";
+                close $c;
+            }
+            POSIX::_exit(0);
+        }
+        close $srv;
+        push @fake_servers, $pid;
+        my ($st, undef, $err) = run("dump\n", $APPLY, '--if', $FAKE_IF,
+                                    '--backend', 'uapi', '--private-key-file',
+                                    "$DIR/spy.key", '--port', '5');
+        isnt($st, 0, "a UAPI socket $name: refused");
+        like($err, $why, '  saying why') or diag($err);
+        is(slurp("$DIR/spied"), '', '  nothing sent to it, no private key above all');
+    }
+    unlink $FAKE_SOCK;
+}
+
 # --- the interface goes away ---------------------------------------------
 
 {

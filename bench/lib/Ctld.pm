@@ -39,10 +39,13 @@ sub ctld_server {
     die "$BIN is missing: make ctld (or set DSTACK_BIN)\n" unless -x $BIN;
     my $data = workdir() . "/$a{name}.data";
     my $addr = "127.0.0.1:$a{port}";
+    # one app makes every node of a case: quotas above the largest case
     my $pid = spawn($a{name}, $Bench::SERVER_CPU, $BIN, 'server',
                     '--listen', $addr, '--data-dir', $data,
                     '--log-level', 'warn', '--server-app-id', $APP,
-                    @{ $a{args} // [] });
+                    '--max-keys-per-app', 1000000,
+                    '--max-nodes-per-app', 1000000,
+                    '--max-records-per-app', 1000000, @{ $a{args} // [] });
     wait_ready($a{name}, $pid, $addr);
     return { pid => $pid, port => $a{port}, addr => $addr, data => $data,
              name => $a{name},

@@ -12,7 +12,12 @@
  * cost the server a durable write and bump the peer-set version for
  * every other node, for nothing.  It joins again only when the saved
  * join no longer fits (another key, endpoint, name, instance or server)
- * or the server no longer knows the token when the node starts.
+ * or the server keeps refusing the token (401: a replaced database).
+ *
+ * Only the server's 410 (this node was removed) ends the node; a 401 can
+ * be nginx's (a certificate rotation, a misconfiguration) and is retried.
+ * The last peer set is saved (node.peers) and applied at start, so a node
+ * rebooted while the server is away comes back with its tunnels.
  */
 
 #include <arpa/inet.h>
@@ -36,12 +41,18 @@
 #include "node/node.h"
 
 #define BACKOFF_BASE_MS  1000
+/* the first retry's window grows with the VPC: 1000 nodes, 10 s */
+#define SPREAD_MS_PER_PEER  10
+/* 401s in a row before the token is taken for unknown and the node joins
+ * again (the server's database was replaced) */
+#define REFUSALS_BEFORE_REJOIN  3
 
 static volatile sig_atomic_t  stop_signal;
 
 struct backoff {
     unsigned  attempt;
     uint64_t  cap_ms;
+    uint64_t  base_ms;      /* the first attempt's window */
 };
 
 
@@ -79,21 +90,27 @@ nap(uint64_t ms)
 }
 
 
-/* "full jitter": a uniform wait in [0, min(cap, base * 2^attempt)] */
+/*
+ * "Full jitter": a uniform wait in [0, min(cap, base * 2^attempt)].  The
+ * base grows with the VPC, so that when the server comes back (a restart)
+ * its nodes do not all come at once.
+ */
 static void
 backoff_wait(struct backoff *b)
 {
     uint64_t  ceiling = b->cap_ms, r = 0;
 
-    if (b->attempt < 30 && ((uint64_t) BACKOFF_BASE_MS << b->attempt) < ceiling) {
-        ceiling = (uint64_t) BACKOFF_BASE_MS << b->attempt;
+    if (b->attempt < 30 && b->base_ms < (UINT64_MAX >> 31)
+        && (b->base_ms << b->attempt) < ceiling)
+    {
+        ceiling = b->base_ms << b->attempt;
     }
     b->attempt++;
     if (random_bytes(&r, sizeof(r)) != 0) {
         r = ceiling / 2;
     }
     r %= ceiling + 1;
-    log_debug("retrying in %" PRIu64 " ms", r);
+    log_debug("retrying in %" PRIu64 " ms (window %" PRIu64 " ms)", r, ceiling);
     nap(r);
 }
 
@@ -219,6 +236,24 @@ same_join(const struct node_state *a, const struct node_state *b)
 }
 
 
+static int handle_answer(struct vpc_node *n, json_t *answer);
+
+/* the saved peer set, checked like an answer, until the server answers */
+static void
+resume_peers(struct vpc_node *n)
+{
+    json_t  *saved = node_peers_load(n->cfg.state_dir, n->state.node_id);
+
+    if (saved != NULL && handle_answer(n, saved) == 0) {
+        log_info("the saved peer set (version %" PRIu64 ", %zu members) in"
+                 " place until the server answers", n->peers.version, n->peers.n);
+    }
+    json_decref(saved);
+    n->joined = true;       /* a saved set of another pool is not a reason */
+    n->want_snapshot = false;
+}
+
+
 /*
  * 0: resumed with the saved join; -1: none; 1: it was made with another
  * key, endpoint or name, so join again.  Then only its token is kept: the
@@ -252,11 +287,9 @@ resume(struct vpc_node *n)
     adopt_state(n);
     log_info("resuming as %s (node %" PRId64 ") at %s with the saved token",
              n->state.name, n->state.node_id, n->state.address);
+    resume_peers(n);
     return 0;
 }
-
-
-static int handle_answer(struct vpc_node *n, json_t *answer);
 
 static int
 join(struct vpc_node *n)
@@ -290,7 +323,7 @@ join(struct vpc_node *n)
     peer_set_free(&n->peers);
     n->have_peers = false;
     adopt_state(n);
-    n->polled = true;           /* the token is fresh: a 401 means removal */
+    n->refused = 0;
     rc = 0;
     handle_answer(n, answer);   /* a refused peer set comes again by poll */
 
@@ -364,7 +397,7 @@ handle_answer(struct vpc_node *n, json_t *answer)
     struct peer_set   next;
     struct wg_peer   *eff;
     size_t            n_eff;
-    bool              pool_changed, snapshot;
+    bool              pool_changed, snapshot, changed;
 
     /* a delta follows only the version asked from: none after a refusal */
     if (peer_set_next(n->have_peers && !n->want_snapshot ? &n->peers : NULL,
@@ -398,7 +431,11 @@ handle_answer(struct vpc_node *n, json_t *answer)
         } else {
             apply_delta(n, eff, n_eff);
         }
+    } else {
+        n->peers_synced = false;    /* set with the device (a new address) */
     }
+    changed = !n->have_peers || next.version != n->peers.version
+              || strcmp(next.epoch, n->peers.epoch) != 0;
     /* what the device should have, whether or not it has it yet */
     free(n->eff);
     n->eff = eff;
@@ -411,6 +448,11 @@ handle_answer(struct vpc_node *n, json_t *answer)
               "peer set version %" PRIu64 " (%s): %zu members, %zu WireGuard"
               " peers", n->peers.version, snapshot ? "snapshot" : "delta",
               n->peers.n, n->n_eff);
+    if (changed && !n->self.hub) {
+        /* a node that cannot save it still works; it waits for the
+         * server after a restart */
+        node_peers_save(n->cfg.state_dir, n->state.node_id, &n->peers);
+    }
     update_hosts(n);
     return 0;
 }
@@ -454,25 +496,36 @@ poll_once(struct vpc_node *n, uint64_t wait)
     res = node_api_poll(n, wait, &answer);
     switch (res) {
     case API_OK:
-        n->polled = true;
+        n->refused = 0;
         rc = handle_answer(n, answer);
         json_decref(answer);
         return rc;
+
+    case API_GONE:
+        if (n->self.hub) {
+            return -1;          /* not an answer to the admin token */
+        }
+        node_state_forget(n->cfg.state_dir);
+        log_error("this node was removed from the VPC by the server");
+        return 1;
 
     case API_AUTH:
         if (n->self.hub) {
             hub_secrets(n);     /* the server may have a new admin token */
             return -1;
         }
-        node_state_forget(n->cfg.state_dir);
-        OPENSSL_cleanse(n->state.token, sizeof(n->state.token));
-        if (!n->polled) {
-            log_warn("the server does not know the saved token: joining again");
+        /* nginx refusing, or a server that lost the token: the state and
+         * the interface stay; after a few, the token is taken for lost */
+        if (++n->refused < REFUSALS_BEFORE_REJOIN) {
+            log_warn("the node token was refused (%u in a row); trying again",
+                     n->refused);
+        } else {
+            log_warn("the node token was refused %u times in a row: joining"
+                     " again", n->refused);
+            n->refused = 0;
             n->joined = false;
-            return -1;
         }
-        log_error("this node was removed from the VPC by the server");
-        return 1;
+        return -1;
 
     case API_REFUSED:
     case API_FAILED:
@@ -534,6 +587,10 @@ node_loop(struct vpc_node *n)
         if (ok) {
             b.attempt = 0;
         } else if (!node_stopping()) {
+            b.base_ms = BACKOFF_BASE_MS;
+            if (n->have_peers && n->peers.n > BACKOFF_BASE_MS / SPREAD_MS_PER_PEER) {
+                b.base_ms = n->peers.n * SPREAD_MS_PER_PEER;
+            }
             backoff_wait(&b);
         }
     }

@@ -36,6 +36,7 @@
 
 #define NODE_KEY_FILE     "node.key"
 #define NODE_STATE_FILE   "node.state"
+#define NODE_PEERS_FILE   "node.peers"
 #define NODE_LOCK_FILE    "node.lock"
 #define HUB_LOCK_FILE     "hub.lock"
 #define HUB_KEY_FILE      "wg.key"          /* made by the server */
@@ -142,7 +143,7 @@ struct vpc_node {
 
     struct node_state     state;
     bool                  joined;       /* state holds a usable token */
-    bool                  polled;       /* the token worked this run */
+    unsigned              refused;      /* 401s in a row for the token */
     bool                  reported;     /* nodes/update done */
 
     struct vpc_self       self;
@@ -176,7 +177,8 @@ int   agent_info(const char *socket_path, char app_id[APP_ID_HEX_MAX + 1],
 /* node_api.c */
 enum api_result {
     API_OK,             /* 200 and a JSON object */
-    API_AUTH,           /* 401: the token or key is not (any more) valid */
+    API_AUTH,           /* 401: the token or key is refused (nginx, server) */
+    API_GONE,           /* 410: the server removed this node */
     API_REFUSED,        /* another 4xx: the server will not, as asked */
     API_FAILED          /* transport, 5xx, garbage: try again later */
 };
@@ -192,6 +194,10 @@ int   node_state_save(const char *dir, const struct node_state *st);
 void  node_state_forget(const char *dir);
 /* fills st from a join answer (checked); -1 logged */
 int   node_state_from_join(struct node_state *st, json_t *answer);
+/* the last peer set, for a start while the server is away; node.peers */
+int   node_peers_save(const char *dir, int64_t node_id, const struct peer_set *s);
+/* the saved set as a snapshot answer of node node_id, or NULL */
+json_t *node_peers_load(const char *dir, int64_t node_id);
 
 /* node_peers.c */
 /*
@@ -204,6 +210,8 @@ int   peer_set_next(const struct peer_set *cur, json_t *answer,
                     const struct vpc_self *self, struct peer_set *next,
                     bool *pool_changed);
 void  peer_set_free(struct peer_set *s);
+/* s as the snapshot answer that gives it back */
+json_t *peer_set_json(const struct peer_set *s);
 /* the hub's entry, or NULL */
 const struct vpc_peer *peer_set_hub(const struct peer_set *s);
 /*

@@ -93,6 +93,13 @@ call(struct vpc_node *n, const char *method, const char *path, const char *beare
         } else if (resp.status == 401) {
             log_warn("%s %s: 401 %s", method, what, text);
             res = API_AUTH;
+        } else if (resp.status == 410) {
+            char  reason[200];
+
+            log_quote(reason, sizeof(reason),
+                      json_string_value(json_object_get(doc, "reason")), 160);
+            log_error("%s %s: 410 %s (%s)", method, what, text, reason);
+            res = API_GONE;
         } else if (resp.status >= 400 && resp.status < 500) {
             log_error("%s %s: %ld %s", method, what, resp.status, text);
             res = API_REFUSED;

@@ -574,3 +574,31 @@ peer_set_effective(const struct peer_set *s, const struct vpc_self *self,
     *out = eff;
     return 0;
 }
+
+
+json_t *
+peer_set_json(const struct peer_set *s)
+{
+    json_t  *peers = json_array();
+    char     key[WG_KEY_B64_LEN + 1], addr[INET_ADDRSTRLEN];
+    char     allowed[IP_PREFIX_STRLEN];
+
+    for (size_t i = 0; peers != NULL && i < s->n; i++) {
+        const struct vpc_peer *p = &s->v[i];
+
+        b64_encode(p->key, WG_KEY_LEN, key);
+        inet_ntop(AF_INET, &p->address, addr, sizeof(addr));
+        if (json_array_append_new(peers, json_pack("{s:I, s:s, s:s, s:s, s:[s], s:o, s:b}",
+                "id", (json_int_t) p->id, "name", p->name, "public_key", key,
+                "address", addr, "allowed_ips", ip_prefix_format(&p->allowed, allowed),
+                "endpoint", p->endpoint[0] ? json_string(p->endpoint) : json_null(),
+                "hub", p->id == 0)) != 0)
+        {
+            json_decref(peers);
+            return NULL;
+        }
+    }
+    return peers ? json_pack("{s:s, s:I, s:b, s:o}", "epoch", s->epoch,
+                             "version", (json_int_t) s->version,
+                             "snapshot", 1, "peers", peers) : NULL;
+}

@@ -1,7 +1,9 @@
 /*
  * What a node keeps across restarts besides its key: the join's outcome
  * (node id, name, address, pool, token) and what it was made with, in
- * <state-dir>/node.state, JSON, mode 0600 (the token is a secret).
+ * <state-dir>/node.state, JSON, mode 0600 (the token is a secret); and
+ * the last peer set the server gave, in <state-dir>/node.peers (0600),
+ * so that a node started while the server is away has its peers.
  */
 
 #include <arpa/inet.h>
@@ -21,13 +23,20 @@
 
 
 static int
-state_path(const char *dir, char path[PATH_MAX])
+dir_file(const char *dir, const char *name, char path[PATH_MAX])
 {
-    if (snprintf(path, PATH_MAX, "%s/" NODE_STATE_FILE, dir) >= PATH_MAX) {
+    if (snprintf(path, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX) {
         log_error("state-dir path too long");
         return -1;
     }
     return 0;
+}
+
+
+static int
+state_path(const char *dir, char path[PATH_MAX])
+{
+    return dir_file(dir, NODE_STATE_FILE, path);
 }
 
 
@@ -194,9 +203,73 @@ node_state_save(const char *dir, const struct node_state *st)
 void
 node_state_forget(const char *dir)
 {
-    char  path[PATH_MAX];
+    static const char *const  files[] = { NODE_STATE_FILE, NODE_PEERS_FILE };
+    char                      path[PATH_MAX];
 
-    if (state_path(dir, path) == 0 && unlink(path) != 0 && errno != ENOENT) {
-        log_error("cannot remove %s: %s", path, strerror(errno));
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (dir_file(dir, files[i], path) == 0 && unlink(path) != 0
+            && errno != ENOENT)
+        {
+            log_error("cannot remove %s: %s", path, strerror(errno));
+        }
     }
+}
+
+
+/* {"node_id": N, "answer": <the set as a snapshot answer>} */
+int
+node_peers_save(const char *dir, int64_t node_id, const struct peer_set *s)
+{
+    char     path[PATH_MAX];
+    char    *text;
+    json_t  *doc;
+    int      rc = -1;
+
+    if (dir_file(dir, NODE_PEERS_FILE, path) != 0) {
+        return -1;
+    }
+    doc = json_pack("{s:I, s:o*}", "node_id", (json_int_t) node_id,
+                    "answer", peer_set_json(s));
+    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL) {
+        log_error("cannot encode the peer set");
+        return -1;
+    }
+    if (file_write_atomic(path, text, strlen(text), 0600) != 0) {
+        log_error("cannot write %s: %s", path, strerror(errno));
+    } else {
+        rc = 0;
+    }
+    free(text);
+    return rc;
+}
+
+
+json_t *
+node_peers_load(const char *dir, int64_t node_id)
+{
+    char          path[PATH_MAX];
+    json_t       *doc, *id, *answer = NULL;
+    json_error_t  err;
+
+    if (dir_file(dir, NODE_PEERS_FILE, path) != 0) {
+        return NULL;
+    }
+    doc = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (doc == NULL) {
+        if (access(path, F_OK) == 0) {
+            log_warn("%s is malformed (%s); waiting for the server's peers",
+                     path, err.text);
+        }
+        return NULL;
+    }
+    id = json_object_get(doc, "node_id");
+    if (json_is_integer(id) && json_integer_value(id) == node_id) {
+        answer = json_incref(json_object_get(doc, "answer"));
+    } else {
+        log_warn("%s is of another join; waiting for the server's peers", path);
+    }
+    json_decref(doc);
+    return answer;
 }

@@ -95,7 +95,9 @@ json_t *http_json_body(struct http_req *r);
 bool  http_bearer_hash(struct http_req *r, unsigned char hash[SHA256_LEN]);
 
 enum MHD_Result  http_submit(struct http_req *r, struct write_op *op);
-enum MHD_Result  http_park(struct http_req *r, uint64_t since, uint64_t deadline_ms);
+/* owner: the node whose token polls (0: the admin), a few polls each */
+enum MHD_Result  http_park(struct http_req *r, uint64_t since, uint64_t deadline_ms,
+                           int64_t owner);
 
 /* handlers: server_api_legacy.c */
 enum MHD_Result  api_health(struct http_req *r);

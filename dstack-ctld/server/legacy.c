@@ -1,10 +1,12 @@
 /* Storage of the original API's node records. */
 
+#include <inttypes.h>
 #include <string.h>
 
 #include "lib/log.h"
 #include "lib/util.h"
 #include "server/legacy.h"
+#include "server/quota.h"
 #include "server/store.h"
 
 
@@ -144,6 +146,11 @@ update_exec(struct write_op *wop, sqlite3 *db)
         }
         goto failed;
     }
+    if (op->created
+        && quota_check(wop, db, QUOTA_RECORDS, op->app_id, op->quota) != 0)
+    {
+        return -1;
+    }
 
     /* legacy special case of the original: only the newest etcd node
      * stays, among the records of the caller's app */
@@ -203,6 +210,32 @@ failed:
     wop->status = 500;
     wop->error = "storage error";
     return -1;
+}
+
+
+int
+legacy_expire(sqlite3 *db, uint64_t ttl)
+{
+    sqlite3_stmt  *st;
+    int            n;
+
+    /* a node's own record lives as long as the node (removal deletes it) */
+    st = db_prepare(db, "DELETE FROM legacy_nodes WHERE updated_at <= ?1"
+                        " AND NOT EXISTS (SELECT 1 FROM nodes WHERE"
+                        " nodes.app_id = legacy_nodes.app_id"
+                        " AND nodes.instance_id = legacy_nodes.uuid)");
+    if (st == NULL) {
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, clock_unix() - (int64_t) ttl);
+    if (db_step_done(st, db) != 0) {
+        return -1;
+    }
+    n = sqlite3_changes(db);
+    if (n > 0) {
+        log_info("%d node records expired (not updated for %" PRIu64 "s)", n, ttl);
+    }
+    return 0;
 }
 
 

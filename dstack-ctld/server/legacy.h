@@ -10,6 +10,7 @@
 #define CTLD_LEGACY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -29,12 +30,15 @@ struct legacy_update_op {
     char             node_type[LEGACY_TYPE_MAX + 1];
     char             tailscale_ip[64];
     char             hostname[LEGACY_HOSTNAME_MAX + 1];
+    uint64_t         quota;         /* records per app */
     /* out */
     bool             created;
     json_t          *node;          /* the record after the update */
 };
 
 void    legacy_update_op_init(struct legacy_update_op *op);
+/* deletes records not updated for ttl seconds, but a live node's (writer) */
+int     legacy_expire(sqlite3 *db, uint64_t ttl);
 
 /* NULL on storage error */
 json_t *legacy_discover(sqlite3 *db, const char *node_type);

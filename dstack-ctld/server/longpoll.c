@@ -1,14 +1,19 @@
 /* Long-poll waiting room: deadline heap, timer thread, wake on new version. */
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "lib/log.h"
 #include "lib/util.h"
 #include "server/longpoll.h"
 
+
+#define OWNER_BUCKETS  4096         /* a power of two */
+#define SWEEP_MS       1000         /* how often hung-up clients are looked for */
 
 struct longpoll {
     pthread_mutex_t    lock;
@@ -18,6 +23,11 @@ struct longpoll {
     size_t             n, cap;
     uint64_t           version;
     bool               stopping;
+    unsigned           per_owner;
+    uint64_t           superseded, hung_up;
+    /* waiters by owner, oldest first: a list per bucket */
+    struct waiter     *oldest[OWNER_BUCKETS];
+    struct waiter     *newest[OWNER_BUCKETS];
 };
 
 
@@ -65,16 +75,61 @@ heap_down(struct longpoll *lp, size_t i)
 }
 
 
-static struct waiter *
-heap_pop(struct longpoll *lp)
+static size_t
+bucket_of(int64_t owner)
 {
-    struct waiter *top = lp->heap[0];
+    return (size_t) ((uint64_t) owner * 0x9e3779b97f4a7c15u >> 52) & (OWNER_BUCKETS - 1);
+}
 
-    if (--lp->n > 0) {
-        lp->heap[0] = lp->heap[lp->n];
-        heap_down(lp, 0);
+
+static void
+owner_link(struct longpoll *lp, struct waiter *w)
+{
+    size_t  b = bucket_of(w->owner);
+
+    w->newer = NULL;
+    w->older = lp->newest[b];
+    if (w->older != NULL) {
+        w->older->newer = w;
+    } else {
+        lp->oldest[b] = w;
     }
-    return top;
+    lp->newest[b] = w;
+}
+
+
+static void
+owner_unlink(struct longpoll *lp, struct waiter *w)
+{
+    size_t  b = bucket_of(w->owner);
+
+    if (w->older != NULL) {
+        w->older->newer = w->newer;
+    } else {
+        lp->oldest[b] = w->newer;
+    }
+    if (w->newer != NULL) {
+        w->newer->older = w->older;
+    } else {
+        lp->newest[b] = w->older;
+    }
+}
+
+
+/* takes w out of the room, then wakes it */
+static void
+leave(struct longpoll *lp, struct waiter *w, bool timed_out)
+{
+    size_t          i = w->slot;
+    struct waiter  *last = lp->heap[--lp->n];
+
+    if (i < lp->n) {
+        heap_place(lp, i, last);
+        heap_up(lp, i);
+        heap_down(lp, last->slot);
+    }
+    owner_unlink(lp, w);
+    w->wake(w, timed_out);
 }
 
 
@@ -86,6 +141,46 @@ wake_all(struct longpoll *lp)
         lp->heap[i]->wake(lp->heap[i], false);
     }
     lp->n = 0;
+    memset(lp->oldest, 0, sizeof(lp->oldest));
+    memset(lp->newest, 0, sizeof(lp->newest));
+}
+
+
+/* ends the polls whose client has closed its connection */
+static void
+sweep(struct longpoll *lp)
+{
+    struct pollfd  *fds;
+    struct waiter **gone;
+    size_t          n = lp->n, ngone = 0;
+
+    fds = malloc(n * sizeof(*fds));
+    gone = malloc(n * sizeof(*gone));
+    if (fds == NULL || gone == NULL) {
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fds[i] = (struct pollfd) { .fd = lp->heap[i]->fd, .events = POLLRDHUP };
+    }
+    if (poll(fds, n, 0) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) {
+                gone[ngone++] = lp->heap[i];
+            }
+        }
+    }
+    /* woken after the scan: leaving reorders the heap */
+    for (size_t i = 0; i < ngone; i++) {
+        lp->hung_up++;
+        leave(lp, gone[i], true);
+    }
+    if (ngone > 0) {
+        log_debug("%zu parked polls ended: their clients hung up", ngone);
+    }
+
+done:
+    free(fds);
+    free(gone);
 }
 
 
@@ -94,7 +189,7 @@ timer_main(void *arg)
 {
     struct longpoll  *lp = arg;
     struct timespec   ts;
-    uint64_t          now, due;
+    uint64_t          now, due, next_sweep = 0;
 
     pthread_mutex_lock(&lp->lock);
     while (!lp->stopping) {
@@ -103,11 +198,18 @@ timer_main(void *arg)
             continue;
         }
         now = clock_mono_ms();
+        if (now >= next_sweep) {
+            sweep(lp);
+            next_sweep = now + SWEEP_MS;
+            continue;
+        }
         due = lp->heap[0]->deadline_ms;
         if (due <= now) {
-            struct waiter *w = heap_pop(lp);
-            w->wake(w, true);
+            leave(lp, lp->heap[0], true);
             continue;
+        }
+        if (due > next_sweep) {
+            due = next_sweep;
         }
         ts.tv_sec = (time_t) (due / 1000);
         ts.tv_nsec = (long) (due % 1000) * 1000000;
@@ -119,7 +221,7 @@ timer_main(void *arg)
 
 
 struct longpoll *
-longpoll_start(uint64_t version)
+longpoll_start(uint64_t version, unsigned per_owner)
 {
     struct longpoll     *lp;
     pthread_condattr_t   attr;
@@ -129,6 +231,7 @@ longpoll_start(uint64_t version)
         return NULL;
     }
     lp->version = version;
+    lp->per_owner = per_owner;
     pthread_mutex_init(&lp->lock, NULL);
     pthread_condattr_init(&attr);
     /* deadlines come from clock_mono_ms(): the same clock */
@@ -148,6 +251,9 @@ longpoll_start(uint64_t version)
 bool
 longpoll_wait(struct longpoll *lp, struct waiter *w, uint64_t since)
 {
+    struct waiter  *o, *first = NULL;
+    unsigned        same = 0;
+
     pthread_mutex_lock(&lp->lock);
     if (lp->stopping || lp->version != since) {
         pthread_mutex_unlock(&lp->lock);
@@ -163,8 +269,19 @@ longpoll_wait(struct longpoll *lp, struct waiter *w, uint64_t since)
         lp->heap = h;
         lp->cap = cap;
     }
+    /* the owner's oldest poll makes room: it answers now */
+    for (o = lp->oldest[bucket_of(w->owner)]; o != NULL; o = o->newer) {
+        if (o->owner == w->owner && same++ == 0) {
+            first = o;
+        }
+    }
+    if (same >= lp->per_owner) {
+        lp->superseded++;
+        leave(lp, first, true);
+    }
     lp->heap[lp->n] = w;
     heap_up(lp, lp->n++);
+    owner_link(lp, w);
     /* a new earliest deadline: the timer must re-arm */
     if (w->slot == 0) {
         pthread_cond_signal(&lp->cond);
@@ -186,15 +303,14 @@ longpoll_publish(struct longpoll *lp, uint64_t version)
 }
 
 
-size_t
-longpoll_waiting(struct longpoll *lp)
+void
+longpoll_stats(struct longpoll *lp, struct longpoll_stats *out)
 {
-    size_t  n;
-
     pthread_mutex_lock(&lp->lock);
-    n = lp->n;
+    out->waiting = lp->n;
+    out->superseded = lp->superseded;
+    out->hung_up = lp->hung_up;
     pthread_mutex_unlock(&lp->lock);
-    return n;
 }
 
 

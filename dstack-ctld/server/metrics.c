@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "server/metrics.h"
+#include "server/quota.h"
 
 /* upper bounds in microseconds: 0.25 ms .. 2.5 s */
 static const uint64_t  bucket_us[] = {
@@ -15,6 +16,7 @@ static const uint64_t  bucket_us[] = {
 
 static _Atomic uint64_t  counters[M_COUNTERS];
 static _Atomic uint64_t  key_failures[KEY_OTHER_APP + 1];
+static _Atomic uint64_t  quota_refusals[QUOTA_COUNT];
 static _Atomic uint64_t  by_class[6];                   /* 1xx .. 5xx */
 static _Atomic uint64_t  buckets[NBUCKETS + 1];         /* last: +Inf */
 static _Atomic uint64_t  latency_sum_us;
@@ -32,6 +34,15 @@ void
 metrics_key_failure(enum key_failure reason)
 {
     atomic_fetch_add_explicit(&key_failures[reason], 1, memory_order_relaxed);
+}
+
+
+void
+metrics_quota_refusal(unsigned q)
+{
+    if (q < QUOTA_COUNT) {
+        atomic_fetch_add_explicit(&quota_refusals[q], 1, memory_order_relaxed);
+    }
 }
 
 
@@ -85,6 +96,14 @@ metrics_render(const struct metrics_gauges *g)
         (unsigned long long) g->longpolls_waiting);
 
     fprintf(f,
+        "# HELP dstack_ctld_longpolls_ended_total Parked polls ended early.\n"
+        "# TYPE dstack_ctld_longpolls_ended_total counter\n"
+        "dstack_ctld_longpolls_ended_total{reason=\"superseded\"} %llu\n"
+        "dstack_ctld_longpolls_ended_total{reason=\"hung_up\"} %llu\n",
+        (unsigned long long) g->longpolls_superseded,
+        (unsigned long long) g->longpolls_hung_up);
+
+    fprintf(f,
         "# HELP dstack_ctld_registers_total Pre-auth keys issued.\n"
         "# TYPE dstack_ctld_registers_total counter\n"
         "dstack_ctld_registers_total %llu\n"
@@ -109,6 +128,14 @@ metrics_render(const struct metrics_gauges *g)
     for (int r = KEY_UNKNOWN; r <= KEY_OTHER_APP; r++) {
         fprintf(f, "dstack_ctld_key_failures_total{reason=\"%s\"} %llu\n",
                 reasons[r], LOAD(key_failures[r]));
+    }
+
+    fprintf(f, "# HELP dstack_ctld_quota_refusals_total Writes refused (429)"
+               " for an app's quota.\n"
+               "# TYPE dstack_ctld_quota_refusals_total counter\n");
+    for (int q = 0; q < QUOTA_COUNT; q++) {
+        fprintf(f, "dstack_ctld_quota_refusals_total{quota=\"%s\"} %llu\n",
+                quota_names[q], LOAD(quota_refusals[q]));
     }
 
     fprintf(f,

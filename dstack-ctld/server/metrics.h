@@ -25,6 +25,8 @@ struct metrics_gauges {
     uint64_t  nodes;
     uint64_t  version;
     uint64_t  longpolls_waiting;
+    uint64_t  longpolls_superseded;
+    uint64_t  longpolls_hung_up;
     uint64_t  write_batches;
     uint64_t  write_ops;
     uint64_t  write_failed_commits;
@@ -32,6 +34,8 @@ struct metrics_gauges {
 
 void   metrics_inc(enum metric_counter c);
 void   metrics_key_failure(enum key_failure reason);
+/* a write refused with 429; q is an enum quota (quota.h) */
+void   metrics_quota_refusal(unsigned q);
 /* every answered request; long polls that waited stay out of the latency
  * histogram, whose point is the time the server itself takes */
 void   metrics_request(unsigned status, uint64_t us, bool timed);

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "server/legacy.h"
+#include "server/quota.h"
 #include "server/registry.h"
 #include "server/store.h"
 
@@ -86,8 +88,27 @@ registry_node_by_token(sqlite3 *db, const unsigned char hash[SHA256_LEN],
 }
 
 
+int
+registry_token_removed(sqlite3 *db, const unsigned char hash[SHA256_LEN],
+                       int64_t *node_id, bool *by_admin)
+{
+    sqlite3_stmt  *st;
+    int            rc;
 
-
+    st = db_prepare(db, "SELECT node_id, by_admin FROM removed_tokens"
+                        " WHERE token_hash = ?1");
+    if (st == NULL) {
+        return -1;
+    }
+    sqlite3_bind_blob(st, 1, hash, SHA256_LEN, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *node_id = sqlite3_column_int64(st, 0);
+        *by_admin = sqlite3_column_int(st, 1) != 0;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
 
 
 static int
@@ -288,6 +309,20 @@ registry_maintain(void *arg, sqlite3 *db)
         log_debug("pruned %d used or expired pre-auth keys", changes);
     }
 
+    /* a removed node's token answers 410 as long as its tombstone lasts */
+    st = db_prepare(db, "DELETE FROM removed_tokens WHERE removed_at <= ?1");
+    if (st == NULL) {
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, now - (int64_t) reg->tombstone_ttl);
+    if (db_step_done(st, db) != 0) {
+        return -1;
+    }
+
+    if (legacy_expire(db, reg->record_ttl) != 0) {
+        return -1;
+    }
+
     /* prune by version, not time alone: every tombstone above the floor
      * must still exist for diffs to stay exact */
     st = db_prepare(db, "SELECT max(version) FROM tombstones WHERE removed_at <= ?1");
@@ -325,6 +360,10 @@ register_exec(struct write_op *wop, sqlite3 *db)
     struct register_op  *op = (struct register_op *) wop;
     sqlite3_stmt        *st;
     int64_t              now = clock_unix();
+
+    if (quota_check(wop, db, QUOTA_KEYS, op->app_id, op->reg->quota_keys) != 0) {
+        return -1;
+    }
 
     st = db_prepare(db, "INSERT INTO preauth_keys (key_hash, app_id, instance_id,"
                         " node_name, created_at, expires_at)"
@@ -486,6 +525,11 @@ join_exec(struct write_op *wop, sqlite3 *db)
         return refuse(wop, 500, "storage error");
     }
     op->rejoined = rc == 1;
+    if (!op->rejoined
+        && quota_check(wop, db, QUOTA_NODES, op->app_id, reg->quota_nodes) != 0)
+    {
+        return -1;
+    }
 
     if (op->rejoined && strcmp(old.public_key, op->public_key) != 0) {
         rc = holds_token(db, old.id, op);
@@ -627,6 +671,18 @@ remove_exec(struct write_op *wop, sqlite3 *db)
         return refuse(wop, 500, "storage error");
     }
 
+    /* its token now answers 410: the node learns it was removed */
+    st = db_prepare(db, "INSERT OR REPLACE INTO removed_tokens (token_hash,"
+                        " node_id, by_admin, removed_at)"
+                        " SELECT token_hash, id, ?2, ?3 FROM nodes WHERE id = ?1");
+    if (st != NULL) {
+        sqlite3_bind_int64(st, 1, n->id);
+        sqlite3_bind_int(st, 2, op->requester == 0);
+        sqlite3_bind_int64(st, 3, clock_unix());
+    }
+    if (db_step_done(st, db) != 0) {
+        goto failed;
+    }
     st = db_prepare(db, "DELETE FROM nodes WHERE id = ?1");
     if (st != NULL) {
         sqlite3_bind_int64(st, 1, n->id);

@@ -49,6 +49,9 @@ struct registry {
     uint64_t           tombstone_ttl;       /* seconds */
     uint64_t           key_retention;       /* seconds after expiry or use */
     struct name_reservations  reserved;     /* --reserve-name */
+    uint64_t           record_ttl;          /* legacy records, seconds */
+    uint64_t           quota_keys;          /* per app: unused keys */
+    uint64_t           quota_nodes;         /* per app: nodes */
 
     /* the hub: the server's own WireGuard peer, fixed while running */
     char               epoch[EPOCH_LEN + 1];
@@ -150,6 +153,9 @@ void  remove_op_init(struct remove_op *op, struct registry *reg);
 /* 1 found, 0 not found, -1 error */
 int   registry_node_by_token(sqlite3 *db, const unsigned char hash[SHA256_LEN],
                              struct node *out);
+/* a token of a removed node: 1 (with who removed it), 0 not, -1 error */
+int   registry_token_removed(sqlite3 *db, const unsigned char hash[SHA256_LEN],
+                             int64_t *node_id, bool *by_admin);
 int   registry_node_fill(sqlite3_stmt *st, struct node *out);
 extern const char  registry_node_columns[];
 

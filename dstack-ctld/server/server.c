@@ -84,22 +84,30 @@ load_shared_key(struct server *srv)
 }
 
 
-/* enough descriptors for max-connections long polls */
-static void
+/* descriptors the server needs besides its connections: the listen
+ * socket, epoll, SQLite's files, logs */
+#define FD_MARGIN  64
+
+/* enough descriptors for max-connections long polls, or no start: past
+ * the limit accept() fails and clients would see resets, not a 503 */
+static int
 raise_fd_limit(struct server *srv)
 {
     struct rlimit  rl;
+    uint64_t       need = srv->cfg.max_connections + FD_MARGIN;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0
-        && rl.rlim_cur < srv->cfg.max_connections + 64)
-    {
-        log_warn("open file limit %llu is below max-connections %" PRIu64,
-                 (unsigned long long) rl.rlim_cur, srv->cfg.max_connections);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < need) {
+        log_error("the open file limit (%llu) is below max-connections + %d"
+                  " (%" PRIu64 "): raise it (ulimit -n, LimitNOFILE=) or lower"
+                  " --max-connections", (unsigned long long) rl.rlim_cur,
+                  FD_MARGIN, need);
+        return -1;
     }
+    return 0;
 }
 
 
@@ -190,7 +198,9 @@ server_run(struct server *srv)
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit(srv);
+    if (raise_fd_limit(srv) != 0) {
+        goto done;
+    }
 
     srv->history.fd = -1;
     if (store_open(&srv->store, path) != 0
@@ -200,7 +210,8 @@ server_run(struct server *srv)
     {
         goto done;
     }
-    srv->reg.longpoll = longpoll_start(atomic_load(&srv->reg.version));
+    srv->reg.longpoll = longpoll_start(atomic_load(&srv->reg.version),
+                                       (unsigned) srv->cfg.max_polls_per_token);
     if (srv->reg.longpoll == NULL) {
         goto done;
     }

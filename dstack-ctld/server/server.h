@@ -36,6 +36,11 @@ struct server_config {
     char      *log_level;
     uint64_t   key_lifetime;
     uint64_t   max_wait;
+    uint64_t   max_polls_per_token;
+    uint64_t   max_keys_per_app;
+    uint64_t   max_nodes_per_app;
+    uint64_t   max_records_per_app;
+    uint64_t   record_ttl;
     uint64_t   tombstone_ttl;
     uint64_t   threads;
     uint64_t   max_connections;

@@ -177,6 +177,7 @@ api_nodes_update(struct http_req *r)
         return http_error(r, 400, why);
     }
     snprintf(op->app_id, sizeof(op->app_id), "%s", r->app_id);
+    op->quota = r->srv->cfg.max_records_per_app;
     return http_submit(r, &op->op);
 }
 

@@ -11,6 +11,7 @@
 
 #include "lib/log.h"
 #include "lib/validate.h"
+#include "server/endpoint.h"
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/peers.h"
@@ -152,6 +153,18 @@ api_v1_join(struct http_req *r)
         return http_error(r, status, msg);
     }
 
+    /* a checked endpoint becomes the numeric one every node will use */
+    if (st->op.endpoint[0] != '\0') {
+        char         given[ENDPOINT_MAX + 1];
+        const char  *why;
+
+        memcpy(given, st->op.endpoint, sizeof(given));
+        status = endpoint_resolve(given, st->op.endpoint, &why);
+        if (status != 0) {
+            return http_error(r, status, why);
+        }
+    }
+
     snprintf(st->op.app_id, sizeof(st->op.app_id), "%s", r->app_id);
     if (token_new(st->token, st->op.token_hash) != 0) {
         return http_error(r, 500, "no randomness");
@@ -161,6 +174,28 @@ api_v1_join(struct http_req *r)
 
 
 /* --- peers: the long poll --- */
+
+/* a token that is no node's: 410 when its node was removed, else 401 */
+static enum MHD_Result
+unknown_token(struct http_req *r, sqlite3 *db, const unsigned char hash[SHA256_LEN])
+{
+    int64_t      id = 0;
+    bool         by_admin = false;
+    const char  *why;
+    int          rc;
+
+    rc = registry_token_removed(db, hash, &id, &by_admin);
+    if (rc <= 0) {
+        return rc < 0 ? http_error(r, 500, "storage error")
+                      : http_unauthorized_bearer(r, "unknown node token");
+    }
+    why = by_admin ? "removed by the admin" : "removed by itself";
+    log_info("410 %s: the token of node %" PRId64 ", %s", r->method, id, why);
+    return http_json(r, 410, json_pack("{s:s, s:s, s:I}",
+                                       "error", "node removed from the VPC",
+                                       "reason", why, "node_id", (json_int_t) id));
+}
+
 
 struct poll_state {
     uint64_t  since;
@@ -199,9 +234,12 @@ poll_answer(struct http_req *r, struct poll_state *ps)
         /* checked on every wake-up too: a removed node learns it at once */
         rc = registry_node_by_token(db, hash, &self);
         if (rc <= 0) {
+            enum MHD_Result  ret;
+
+            ret = rc < 0 ? http_error(r, 500, "storage error")
+                         : unknown_token(r, db, hash);
             db_end_read(db);
-            return rc < 0 ? http_error(r, 500, "storage error")
-                          : http_unauthorized_bearer(r, "unknown node token");
+            return ret;
         }
     }
     if (self.id != 0 && r->app_id[0] == '\0') {
@@ -225,7 +263,7 @@ poll_answer(struct http_req *r, struct poll_state *ps)
         && !r->timed_out && ps->deadline_ms > clock_mono_ms())
     {
         db_end_read(db);
-        return http_park(r, ps->since, ps->deadline_ms);
+        return http_park(r, ps->since, ps->deadline_ms, self.id);
     }
 
     out = peers_since(reg, db, self.id, ps->since, ps->has_epoch ? ps->epoch : NULL);
@@ -405,12 +443,16 @@ api_metrics(struct http_req *r)
     struct server          *srv = r->srv;
     struct metrics_gauges   g;
     struct writer_stats     ws;
+    struct longpoll_stats   ls;
     char                   *text;
 
     writer_stats(srv->writer, &ws);
+    longpoll_stats(srv->reg.longpoll, &ls);
     g.nodes = atomic_load(&srv->reg.nodes);
     g.version = atomic_load(&srv->reg.version);
-    g.longpolls_waiting = longpoll_waiting(srv->reg.longpoll);
+    g.longpolls_waiting = ls.waiting;
+    g.longpolls_superseded = ls.superseded;
+    g.longpolls_hung_up = ls.hung_up;
     g.write_batches = ws.batches;
     g.write_ops = ws.ops;
     g.write_failed_commits = ws.failed_commits;

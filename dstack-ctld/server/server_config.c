@@ -58,6 +58,22 @@ const struct opt  server_opts[] = {
     { "max-wait", OPT_DURATION, O(max_wait), 3600, "DURATION",
       "upper bound of a peer long poll's wait (default 300s)",
       "300s" },
+    { "max-polls-per-token", OPT_UINT, O(max_polls_per_token), 64, "N",
+      "parked long polls per token; a new one ends the oldest (default 4)",
+      "4" },
+    { "max-keys-per-app", OPT_UINT, O(max_keys_per_app), 1000000, "N",
+      "unused, unexpired pre-auth keys per app (default 1024)",
+      "1024" },
+    { "max-nodes-per-app", OPT_UINT, O(max_nodes_per_app), 4194304, "N",
+      "VPC nodes per app (default 16384)",
+      "16384" },
+    { "max-records-per-app", OPT_UINT, O(max_records_per_app), 1000000, "N",
+      "original-API node records per app (default 16384)",
+      "16384" },
+    { "record-ttl", OPT_DURATION, O(record_ttl), 315360000, "DURATION",
+      "an original-API record not updated for this long goes, unless it\n"
+      "is a live node's (default 7d)",
+      "7d" },
     { "tombstone-ttl", OPT_DURATION, O(tombstone_ttl), 315360000, "DURATION",
       "how long removals stay diffable (default 7d)",
       "7d" },
@@ -247,6 +263,13 @@ server_config_apply(struct server *srv)
                 " max-body 1024\n");
         return -1;
     }
+    if (cfg->max_polls_per_token == 0 || cfg->record_ttl == 0) {
+        fprintf(stderr, "max-polls-per-token and record-ttl must be at least 1\n");
+        return -1;
+    }
+    reg->quota_keys = cfg->max_keys_per_app;
+    reg->quota_nodes = cfg->max_nodes_per_app;
+    reg->record_ttl = cfg->record_ttl;
     reg->tombstone_ttl = cfg->tombstone_ttl;
     reg->key_retention = 3600;
     return 0;

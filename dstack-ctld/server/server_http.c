@@ -289,8 +289,13 @@ poll_wake(struct waiter *w, bool timed_out)
 
 
 enum MHD_Result
-http_park(struct http_req *r, uint64_t since, uint64_t deadline_ms)
+http_park(struct http_req *r, uint64_t since, uint64_t deadline_ms, int64_t owner)
 {
+    const union MHD_ConnectionInfo  *ci;
+
+    ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->waiter.fd = ci != NULL ? ci->connect_fd : -1;
+    r->waiter.owner = owner;
     r->waiter.deadline_ms = deadline_ms;
     r->waiter.wake = poll_wake;
     r->timed_out = false;

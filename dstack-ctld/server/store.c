@@ -71,6 +71,18 @@ static const char *const migrations[] = {
     "  updated_at       INTEGER NOT NULL"
     ");"
     "CREATE INDEX legacy_nodes_type ON legacy_nodes (node_type);",
+
+    /* 2: tokens of removed nodes (answered 410), per-app quotas, expiry */
+    "CREATE TABLE removed_tokens ("
+    "  token_hash  BLOB PRIMARY KEY CHECK (length(token_hash) = 32),"
+    "  node_id     INTEGER NOT NULL,"
+    "  by_admin    INTEGER NOT NULL,"
+    "  removed_at  INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX removed_tokens_at ON removed_tokens (removed_at);"
+    "CREATE INDEX preauth_keys_app ON preauth_keys (app_id, expires_at);"
+    "CREATE INDEX legacy_nodes_app ON legacy_nodes (app_id);"
+    "CREATE INDEX legacy_nodes_updated ON legacy_nodes (updated_at);",
 };
 
 #define SCHEMA_VERSION  ((int) (sizeof(migrations) / sizeof(migrations[0])))

@@ -53,7 +53,8 @@ sub wg_key {
 }
 
 # start_server(args => [...], dir => existing data dir, port => N,
-#              bin => another dstack-ctld, data => data dir elsewhere)
+#              bin => another dstack-ctld, data => data dir elsewhere,
+#              wrap => [command the server is started under])
 sub start_server {
     my (%o) = @_;
     my $srv = bless {
@@ -62,6 +63,7 @@ sub start_server {
         args => $o{args} // [],
         unix => $o{unix},
         bin  => $o{bin} // ctld_bin(),
+        wrap => $o{wrap} // [],
     }, 'CtldTest::Server';
     $srv->{data} = $o{data} // "$srv->{dir}/data";
     $srv->{log} = "$srv->{dir}/server.log";
@@ -163,7 +165,7 @@ sub start {
     if ($pid == 0) {
         open STDOUT, '>>', $self->{log} or die;
         open STDERR, '>>', $self->{log} or die;
-        exec $self->{bin}, 'server', '--listen', $self->{listen},
+        exec @{ $self->{wrap} }, $self->{bin}, 'server', '--listen', $self->{listen},
              '--data-dir', $self->{data}, @{ $self->{args} }
             or die "exec: $!";
     }

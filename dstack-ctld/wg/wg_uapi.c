@@ -5,6 +5,11 @@
  * "errno=N" and a blank line.  One connection per operation, as wg(8) does,
  * so a restarted implementation is picked up without ceremony.
  *
+ * The socket's path is in a shared directory: before anything (a private
+ * key above all) is sent to it, the directory and the socket must belong
+ * to root or to us and be writable by nobody else, and the process that
+ * listens must run as root or as us (SO_PEERCRED).
+ *
  * The reply is parsed strictly with bounded lines: anything malformed is
  * an error.  Unknown keys are skipped, as wg(8) does, so newer
  * implementations stay readable.
@@ -18,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -60,12 +66,53 @@ socket_path(char *path, size_t n, const char *ifname)
 }
 
 
+static bool
+trusted_uid(uid_t uid)
+{
+    return uid == 0 || uid == geteuid();
+}
+
+
+/* root's or ours, and writable by nobody else: NULL, else why not */
+static const char *
+untrusted_file(const struct stat *st)
+{
+    if (!trusted_uid(st->st_uid)) {
+        return "is owned by another user";
+    }
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        return "is writable by group or others";
+    }
+    return NULL;
+}
+
+
 static int
 uapi_connect(const char *path)
 {
     struct sockaddr_un  sun = { .sun_family = AF_UNIX };
     struct timeval      tv = { .tv_sec = UAPI_TIMEOUT_S };
+    struct stat         st;
+    struct ucred        cred;
+    socklen_t           len = sizeof(cred);
+    const char         *why, *what = path;
     int                 fd, err;
+
+    if (lstat(path, &st) != 0) {
+        return -errno;
+    }
+    why = S_ISSOCK(st.st_mode) ? untrusted_file(&st) : "is not a socket";
+    if (why == NULL) {
+        if (lstat(UAPI_DIR, &st) != 0) {
+            return -errno;
+        }
+        why = S_ISDIR(st.st_mode) ? untrusted_file(&st) : "is not a directory";
+        what = UAPI_DIR;
+    }
+    if (why != NULL) {
+        wg_log("refusing %s: it %s", what, why);
+        return -EPERM;
+    }
 
     strcpy(sun.sun_path, path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -74,18 +121,26 @@ uapi_connect(const char *path)
     }
     if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0
         || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0
-        || connect(fd, (struct sockaddr *) &sun, sizeof(sun)) < 0)
+        || connect(fd, (struct sockaddr *) &sun, sizeof(sun)) < 0
+        || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
     {
         err = errno;
         close(fd);
         return -err;
     }
+    if (!trusted_uid(cred.uid)) {
+        wg_log("refusing %s: the process listening on it runs as uid %u",
+               path, (unsigned) cred.uid);
+        close(fd);
+        return -EPERM;
+    }
     return fd;
 }
 
 
-bool
-wg_uapi_running(const char *ifname)
+/* 0: an implementation we trust answers; -EPERM: one we do not */
+static int
+uapi_probe(const char *ifname)
 {
     char  path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
     int   fd;
@@ -93,10 +148,17 @@ wg_uapi_running(const char *ifname)
     socket_path(path, sizeof(path), ifname);
     fd = uapi_connect(path);
     if (fd < 0) {
-        return false;
+        return fd;
     }
     close(fd);
-    return true;
+    return 0;
+}
+
+
+bool
+wg_uapi_running(const char *ifname)
+{
+    return uapi_probe(ifname) == 0;
 }
 
 
@@ -598,7 +660,11 @@ wg_uapi_open(const char *ifname, bool start, struct wg_device **dev)
     struct wg_uapi  *u;
     int              rc;
 
-    if (!wg_uapi_running(ifname)) {
+    rc = uapi_probe(ifname);
+    if (rc == -EPERM) {
+        return rc;              /* logged: nothing is sent to that socket */
+    }
+    if (rc != 0) {
         if (!start) {
             wg_log("%s: no userspace WireGuard answers on "
                    UAPI_DIR "/%s.sock", ifname, ifname);
