@@ -68,7 +68,7 @@ sub poll_end {
 # --- 410 Gone for a removed node; 401 stays for tokens never issued ----------
 
 {
-    my $srv = start_server();
+    my $srv = start_server(args => ['--server-app-id', $APP]);
     my $a = join_node($srv, $APP, 'gone-1', 'gone-1')->{json};
     my $b = join_node($srv, $APP, 'gone-2', 'gone-2')->{json};
     my ($rc) = $srv->cli('nodes', 'remove', 'gone-1');
@@ -95,7 +95,7 @@ sub poll_end {
 # --- quotas -------------------------------------------------------------------
 
 {
-    my $srv = start_server(args => ['--max-keys-per-app', 2, '--max-nodes-per-app', 2,
+    my $srv = start_server(args => ['--allowed-apps', "$APP,$OTHER", '--max-keys-per-app', 2, '--max-nodes-per-app', 2,
                                     '--max-records-per-app', 2]);
     my $k1 = register($srv, $APP, 'q-1', 'q-1');
     my $k2 = register($srv, $APP, 'q-2', 'q-2');
@@ -105,10 +105,11 @@ sub poll_end {
               '  with a JSON reason');
     is(req($srv, 'GET', '/api/register?instance_id=o-1', app => $OTHER)->{status}, 200,
        '  another app is not affected');
-    for my $k ($k1, $k2) {
+    my %pub = (q1 => wg_key(), q2 => wg_key());
+    for my $k ([$k1, 'q1'], [$k2, 'q2']) {
         is(req($srv, 'POST', '/api/v1/join', app => $APP,
-               body => { pre_auth_key => $k, public_key => wg_key() })->{status}, 200,
-           'a join spends a key');
+               body => { pre_auth_key => $k->[0], public_key => $pub{ $k->[1] } })->{status},
+           200, 'a join spends a key');
     }
     my $k3 = register($srv, $APP, 'q-3', 'q-3');
     ok($k3, 'spent keys do not count: a new key');
@@ -117,8 +118,9 @@ sub poll_end {
     is($r->{status}, 429, 'a third node: 429');
     is($r->{json}{error}, 'node quota of this app reached', '  saying why');
     my $again = register($srv, $APP, 'q-1', 'q-1');
+    # the same key: a new one would need the node's token (ownership)
     is(req($srv, 'POST', '/api/v1/join', app => $APP,
-           body => { pre_auth_key => $again, public_key => wg_key() })->{status}, 200,
+           body => { pre_auth_key => $again, public_key => $pub{q1} })->{status}, 200,
        '  a re-join of a node already there is not a new node');
     $srv->cli('nodes', 'remove', 'q-2');
     is(req($srv, 'POST', '/api/v1/join', app => $APP,
@@ -142,7 +144,7 @@ sub poll_end {
 # --- records expire unless they are a live node's -----------------------------
 
 {
-    my $srv = start_server(args => ['--record-ttl', '2s', '--tombstone-ttl', '2s']);
+    my $srv = start_server(args => ['--server-app-id', $APP, '--record-ttl', '2s', '--tombstone-ttl', '2s']);
     my $n = join_node($srv, $APP, 'live-1', 'live-1')->{json};
     req($srv, 'POST', "/api/nodes/update?uuid=live-1&node_type=w", app => $APP);
     req($srv, 'POST', "/api/nodes/update?uuid=orphan&node_type=w", app => $APP);
@@ -157,7 +159,7 @@ sub poll_end {
 # --- long polls: a few per token; a hang-up is noticed ------------------------
 
 {
-    my $srv = start_server(args => ['--max-polls-per-token', 2]);
+    my $srv = start_server(args => ['--server-app-id', $APP, '--max-polls-per-token', 2]);
     my $n = join_node($srv, $APP, 'lp-1', 'lp-1')->{json};
     my $m = join_node($srv, $APP, 'lp-2', 'lp-2')->{json};
     my $v = poll_req($srv, $n->{node_token}, 0, 0)->{json}{version};
@@ -209,6 +211,7 @@ sub poll_end {
         my ($max) = @_;
         system('timeout', '10', 'sh', '-c', "ulimit -n 256 && exec $bin server"
                . " --listen 127.0.0.1:$port --data-dir $dir/data --max-connections $max"
+               . " --server-app-id $APP"
                . " >>$dir/log 2>&1 & pid=\$!; sleep 3; kill \$pid 2>/dev/null;"
                . " wait \$pid");
         return $? >> 8;
@@ -225,7 +228,7 @@ sub poll_end {
 # --- endpoints: unicast addresses; names resolved by the server --------------
 
 {
-    my $srv = start_server();
+    my $srv = start_server(args => ['--server-app-id', $APP]);
     my $key = register($srv, $APP, 'ep-1', 'ep-1');
     for my $ep ('127.0.0.1:51820', '0.0.0.0:51820', '224.0.0.1:51820',
                 '169.254.1.1:51820', '255.255.255.255:51820', '[::1]:51820',
@@ -251,7 +254,8 @@ sub poll_end {
         open my $fh, '>', "$dir/hosts" or die;
         print $fh "127.0.0.1 localhost\n203.0.113.9 wg.vpc.test\n";
         close $fh;
-        my $named = start_server(wrap => ['unshare', '--mount', 'sh', '-c',
+        my $named = start_server(args => ['--server-app-id', $APP],
+                                 wrap => ['unshare', '--mount', 'sh', '-c',
             "mount --bind $dir/hosts /etc/hosts && exec \"\$@\"", 'sh']);
         my $j = join_node($named, $APP, 'dns-1', 'dns-1', endpoint => 'wg.vpc.test:51820');
         is($j->{status}, 200, 'an endpoint given as a DNS name joins');

@@ -183,7 +183,8 @@ for (['alpha', 11], ['beta', 12]) {
 }
 my $usock = "$DIR/ctld.sock";
 my $srv = start_server(unix => $usock, dir => $DIR,
-                       args => ['--wg-endpoint', "$hubns->{ip}:51820"]);
+                       args => ['--wg-endpoint', "$hubns->{ip}:51820",
+                                '--server-app-id', $APP]);
 my $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
                      '--server-url', "unix:$usock", '--hosts-file', 'none',
                      '--retry-max', '2s');
