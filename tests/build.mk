@@ -41,7 +41,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c common/*.c common/*.h
 # the lib/ (and for the node wg/) sources they use, compiled alike.
 CTLD_FUZZ_LIB := $(addprefix dstack-ctld/lib/,log.c util.c validate.c) \
                  $(wildcard common/*.c)
-CTLD_FUZZ_HDR := $(wildcard common/*.h dstack-ctld/*/*.h)
+CTLD_FUZZ_HDR := $(wildcard common/*.h dstack-ctld/*/*.h tests/fuzz/*.h)
 CTLD_FUZZ_CC  := clang $(C11) -Idstack-ctld -g -O1 \
                  -fsanitize=fuzzer,address,undefined
 

@@ -12,19 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "node/node.h"
 
 #define BEGIN_LINE  "# BEGIN dstack-ctld\n"
 #define END_LINE    "# END dstack-ctld\n"
 
-
-static void
-check(int ok)
-{
-    if (!ok) {
-        abort();
-    }
-}
 
 
 int

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "lib/log.h"
 #include "node/node.h"
 
@@ -34,14 +35,6 @@ getaddrinfo(const char *node, const char *service,
     return EAI_NONAME;
 }
 
-
-static void
-check(int ok)
-{
-    if (!ok) {
-        abort();
-    }
-}
 
 
 static json_t *
