@@ -270,8 +270,23 @@ is($st[2] & 0777, 0600, 'beta: node.peers saved, mode 0600');
     $list = nodes();
     $want = join ' ', sort $hub_key, $list->{alpha}{public_key};
     ok(wait_until(15, sub { peer_keys($N{beta}) eq $want }), 'beta: peers as before');
-    # alpha's peer for beta is new (beta had left its set): alpha starts
-    ok(ping_ok($N{alpha}, $list->{beta}{address}), 'ping alpha -> beta')
+    # both moved: each must have the other at its new address before a
+    # ping can come back (beta's poll may bring alpha's change a bit later)
+    ok(wait_until(20, sub {
+        my $d = wg_dump($N{beta}{ns}, $N{beta}{ifname});
+        ($d->{peers}{ $list->{alpha}{public_key} }{allowed} // '')
+            eq "$list->{alpha}{address}/32" }),
+       'beta: alpha at the address it has now');
+    ok(wait_until(20, sub {
+        (in_ns($N{alpha}{ns}, 'ip', '-o', '-4', 'addr', 'show', $N{alpha}{ifname}))[1]
+            =~ m{ \Q$list->{alpha}{address}\E/} }),
+       'alpha: its interface has its new address (the old one was beta\'s)');
+    # alpha's peer for beta is new (beta had left its set): alpha starts.
+    # Both nodes re-join at once here, and until both have applied the
+    # other's re-join a reply can take the hub's path, which the other
+    # side's cryptokey routing drops: connectivity comes back, so wait.
+    ok(wait_until(30, sub { ping_ok($N{alpha}, $list->{beta}{address}) }),
+       'ping alpha -> beta')
         or diag(explain(peer_keys($N{alpha}), $list));
     is(wg_dump($N{alpha}{ns}, $N{alpha}{ifname})->{peers}{ $list->{beta}{public_key} }{allowed},
        "$list->{beta}{address}/32", 'alpha: beta at the address it has now');
