@@ -27,7 +27,7 @@ our @EXPORT_OK = qw(ctld_server ctld_get metric_value wait_metric cpu_ns
 # from elsewhere can be measured while the tree does not build
 our $BIN = ($ENV{DSTACK_BIN} // "$Bench::ROOT/build/bin") . '/dstack-ctld';
 our $LOAD = "$Bench::BIN/ctldload";
-our $APP = 'be0c0000bench';
+our $APP = 'be0c000000000000000000000000000000000001';
 
 my $json = JSON::PP->new->canonical;
 
