@@ -131,6 +131,57 @@ http_json(struct http_req *r, unsigned status, json_t *body)
 }
 
 
+/* what a response built on a shared answer holds until it is gone */
+struct answer_send {
+    struct answer  *answer;
+    char           *prefix;
+};
+
+
+static void
+answer_sent(void *cls)
+{
+    struct answer_send *s = cls;
+
+    answer_unref(s->answer);
+    free(s->prefix);
+    free(s);
+}
+
+
+enum MHD_Result
+http_answer(struct http_req *r, unsigned status, char *prefix, struct answer *a,
+            size_t from, int64_t skip)
+{
+    struct answer_slice   sl[ANSWER_LISTS + 1];
+    struct MHD_IoVec      iov[ANSWER_LISTS + 2];
+    struct answer_send   *s;
+    struct MHD_Response  *resp;
+    size_t                n, k = 0;
+
+    s = malloc(sizeof(*s));
+    if (s == NULL) {
+        answer_unref(a);
+        free(prefix);
+        return http_error(r, 500, "out of memory");
+    }
+    *s = (struct answer_send) { a, prefix };
+    if (prefix != NULL) {
+        iov[k++] = (struct MHD_IoVec) { prefix, strlen(prefix) };
+    }
+    n = answer_slices(a, from, skip, sl);
+    for (size_t i = 0; i < n; i++) {
+        iov[k++] = (struct MHD_IoVec) { a->buf + sl[i].off, sl[i].len };
+    }
+    resp = MHD_create_response_from_iovec(iov, (unsigned int) k, answer_sent, s);
+    if (resp == NULL) {
+        answer_sent(s);
+        return http_error(r, 500, "out of memory");
+    }
+    return queue(r, status, resp, "application/json; charset=utf-8");
+}
+
+
 enum MHD_Result
 http_text(struct http_req *r, unsigned status, const char *text,
           const char *content_type)
