@@ -33,6 +33,10 @@
 #define M_POST    4u
 #define M_DELETE  8u
 
+/* per connection: request heads up to about 3 KiB (nginx sends a few
+ * hundred bytes) */
+#define CONN_MEMORY  4096
+
 /* a client streaming more than this past max-body is cut off */
 #define DISCARD_FACTOR  16
 
@@ -760,6 +764,10 @@ http_start(struct server *srv)
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) srv->cfg.threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) srv->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
+        /* a connection's buffer for a request head and the answer's: each
+         * is cleared between requests, and a parked poll keeps its own,
+         * so its size is CPU per change and memory per node */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) CONN_MEMORY,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);

@@ -191,7 +191,16 @@ db_bind_opt_text(sqlite3_stmt *st, int i, const char *s)
 int
 db_begin_read(sqlite3 *db)
 {
-    return db_exec(db, "BEGIN");
+    /* every poll opens one: kept prepared */
+    sqlite3_stmt  *st = db_cached(db, "BEGIN");
+    int            rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+
+    db_release(st);
+    if (rc != SQLITE_DONE) {
+        log_error("sqlite BEGIN: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -199,7 +208,18 @@ int
 db_end_read(sqlite3 *db)
 {
     /* a read transaction has nothing to keep: rollback never fails it */
-    return sqlite3_get_autocommit(db) ? 0 : db_exec(db, "ROLLBACK");
+    sqlite3_stmt  *st;
+
+    if (sqlite3_get_autocommit(db)) {
+        return 0;
+    }
+    st = db_cached(db, "ROLLBACK");
+    if (st == NULL || sqlite3_step(st) != SQLITE_DONE) {
+        db_release(st);
+        return db_exec(db, "ROLLBACK");
+    }
+    db_release(st);
+    return 0;
 }
 
 
