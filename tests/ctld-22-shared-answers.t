@@ -9,7 +9,6 @@ use lib "$FindBin::Bin/../dstack-ctld/tests";
 use CtldTest;
 use HTTP::Tiny;
 use Test::More;
-use POSIX ();
 
 my $APP = 'feed22';
 my $srv = start_server(args => ['--tombstone-ttl', '1h', '--server-app-id', $APP]);
@@ -31,31 +30,16 @@ sub poll {
     return $res->{json};
 }
 
-# a parked poll in a child; its answer comes back through a pipe
+# a parked poll in a child; poll_result() gives its answer
 sub poll_async {
     my ($token, $since, $wait) = @_;
-    pipe(my $r, my $w) or die;
-    my $pid = fork // die;
-    if ($pid == 0) {
-        close $r;
-        my $res = req($srv, 'GET', "/api/v1/peers?since=$since&wait=$wait",
-                      token => $token, http => HTTP::Tiny->new(timeout => 60));
-        print $w $res->{content} // '';
-        close $w;
-        POSIX::_exit(0);
-    }
-    close $w;
-    return { pid => $pid, fh => $r };
+    return in_child(sub {
+        req($srv, 'GET', "/api/v1/peers?since=$since&wait=$wait",
+            token => $token, http => HTTP::Tiny->new(timeout => 60))->{json};
+    });
 }
 
-sub poll_result {
-    my ($p) = @_;
-    local $/;
-    my $fh = $p->{fh};
-    my $text = <$fh>;
-    waitpid $p->{pid}, 0;
-    return CtldTest::json_of($text);
-}
+sub poll_result { child_result($_[0]) }
 
 sub ids { [map { $_->{id} } @{ $_[0] }] }
 
