@@ -33,9 +33,9 @@
 #define M_POST    4u
 #define M_DELETE  8u
 
-/* per connection: request heads up to about 3 KiB (nginx sends a few
+/* per connection: request heads up to about 2 KiB (nginx sends a few
  * hundred bytes) */
-#define CONN_MEMORY  4096
+#define CONN_MEMORY  3072
 
 /* a client streaming more than this past max-body is cut off */
 #define DISCARD_FACTOR  16
