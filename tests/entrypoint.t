@@ -38,7 +38,7 @@ sub fails {
     my ($env, $re, $name, $nofile) = @_;
     my $t0 = time;
     # $nofile: the hard limit of open files to run under
-    my $cmd = join(' ', ($nofile ? "ulimit -Hn $nofile &&" : ()), 'env -i',
+    my $cmd = join(" ", ($nofile ? "ulimit -n $nofile &&" : ()), 'env -i',
                    map({ "$_='$env->{$_}'" } sort keys %$env),
                    "bash $entry 2>&1 </dev/null");
     my $out = qx{$cmd};
