@@ -83,6 +83,12 @@ static const char *const migrations[] = {
     "CREATE INDEX preauth_keys_app ON preauth_keys (app_id, expires_at);"
     "CREATE INDEX legacy_nodes_app ON legacy_nodes (app_id);"
     "CREATE INDEX legacy_nodes_updated ON legacy_nodes (updated_at);",
+
+    /* 3: the key quota counts unused keys only: an index of those keeps
+     * its cost bounded by the quota, not by every key issued */
+    "DROP INDEX preauth_keys_app;"
+    "CREATE INDEX preauth_keys_unused ON preauth_keys (app_id, expires_at)"
+    " WHERE used_at IS NULL;",
 };
 
 #define SCHEMA_VERSION  ((int) (sizeof(migrations) / sizeof(migrations[0])))
