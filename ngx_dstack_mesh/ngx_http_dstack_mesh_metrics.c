@@ -26,7 +26,7 @@
 /* inbound counters: the caller status, "not_allowed" after them */
 #define NGX_HTTP_DSTACK_MESH_NOT_ALLOWED                                     \
     (NGX_HTTP_DSTACK_MESH_CALLER_MISDIRECTED + 1)
-#define NGX_HTTP_DSTACK_MESH_INBOUND_N  (NGX_HTTP_DSTACK_MESH_NOT_ALLOWED + 1)
+#define NGX_HTTP_DSTACK_MESH_IN_N       (NGX_HTTP_DSTACK_MESH_NOT_ALLOWED + 1)
 
 
 struct ngx_http_dstack_mesh_app_metrics_s {
@@ -40,7 +40,7 @@ struct ngx_http_dstack_mesh_app_metrics_s {
 
 
 struct ngx_http_dstack_mesh_metrics_s {
-    ngx_atomic_t                         inbound[NGX_HTTP_DSTACK_MESH_INBOUND_N];
+    ngx_atomic_t                         inbound[NGX_HTTP_DSTACK_MESH_IN_N];
     ngx_atomic_t                         handshakes[2];   /* full, resumed */
     ngx_atomic_t                         idle[2];         /* hit, miss */
     ngx_http_dstack_mesh_app_metrics_t  *apps;
@@ -643,7 +643,7 @@ ngx_http_dstack_mesh_metrics_handler(ngx_http_request_t *r)
            + sizeof(ngx_http_dstack_mesh_outbound_family)
            + sizeof(ngx_http_dstack_mesh_handshakes_family)
            + sizeof(ngx_http_dstack_mesh_idle_family)
-           + (NGX_HTTP_DSTACK_MESH_INBOUND_N + 4
+           + (NGX_HTTP_DSTACK_MESH_IN_N + 4
               + 2 * mmcf->callers.nelts
               + NGX_HTTP_DSTACK_MESH_OUT_N * mmcf->targets.nelts)
              * NGX_HTTP_DSTACK_MESH_SAMPLE_MAX;
@@ -656,7 +656,7 @@ ngx_http_dstack_mesh_metrics_handler(ngx_http_request_t *r)
     b->last = ngx_cpymem(b->last, ngx_http_dstack_mesh_inbound_family,
                          sizeof(ngx_http_dstack_mesh_inbound_family) - 1);
 
-    for (i = 0; i < NGX_HTTP_DSTACK_MESH_INBOUND_N; i++) {
+    for (i = 0; i < NGX_HTTP_DSTACK_MESH_IN_N; i++) {
         b->last = ngx_sprintf(b->last,
                               NGX_HTTP_DSTACK_MESH_INBOUND
                               "{outcome=\"%V\"} %uA\n",

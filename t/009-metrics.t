@@ -12,7 +12,9 @@
 #       cccc..0003-443s.gw.test   -> cvm       (app B where C is pinned)
 #       anything else             -> 127.0.0.1:1 (refused)
 #   - the CVMs: "ssl_verify_client optional_no_ca", mesh_auth on, only app
-#     A allowed, in front of a backend.
+#     A allowed, in front of a backend; beside cvm, on cvm-alt.sock, the
+#     default server "decoy", whose other CA verifies the certificate that
+#     /misdirected/ then sends to cvm (no SNI, Host cvm).
 # Every block has a fresh nginx, so its counters start at 0.  The page is
 # checked by prometheus_text() below, a strict parser of the text format,
 # which answers with the number of series of each family and every sample
@@ -68,8 +70,20 @@ $extra
 CONF
 }
 
-my $world = callee('cvm', '') . callee('cvm-once', '        keepalive_timeout 0;')
+my $world = callee('cvm', '        listen unix:$TEST_NGINX_HTML_DIR/cvm-alt.sock ssl;')
+    . callee('cvm-once', '        keepalive_timeout 0;')
     . <<'CONF';
+    # without SNI, the default server verifies with another CA what the cvm
+    # server then gets (nginx itself answers 421 when SNI names it)
+    server {
+        listen unix:$TEST_NGINX_HTML_DIR/cvm-alt.sock ssl default_server;
+        server_name decoy;
+        ssl_certificate $TEST_NGINX_CERT_DIR/app-b.crt;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/app-b.key;
+        ssl_client_certificate $TEST_NGINX_CERT_DIR/other-ca.crt;
+        ssl_verify_client on;
+    }
+
     server {
         listen unix:$TEST_NGINX_HTML_DIR/backend.sock;
 
@@ -132,6 +146,14 @@ my $caller = <<"CONF";
         proxy_pass https://unix:\$TEST_NGINX_HTML_DIR/cvm.sock;
         proxy_ssl_certificate \$TEST_NGINX_UNKNOWN_DIR/u\$1.crt;
         proxy_ssl_certificate_key \$TEST_NGINX_UNKNOWN_DIR/u.key;
+        proxy_ssl_session_reuse off;
+    }
+
+    location /misdirected/ {
+        proxy_pass https://unix:\$TEST_NGINX_HTML_DIR/cvm-alt.sock;
+        proxy_set_header Host cvm;
+        proxy_ssl_certificate \$TEST_NGINX_CERT_DIR/other.crt;
+        proxy_ssl_certificate_key \$TEST_NGINX_CERT_DIR/other.key;
         proxy_ssl_session_reuse off;
     }
 
@@ -406,20 +428,21 @@ CONF
 
 __DATA__
 
-=== TEST 1: inbound: every outcome of mesh_auth, and the caller apps
+=== TEST 1: inbound: every outcome of mesh_auth (421 too), and the caller apps
 --- request eval
 ["GET /as/app-a/x", "GET /as/app-c/x", "GET /none/x", "GET /as/other/x",
- "GET /as/noext/x", "GET /metrics"]
+ "GET /as/noext/x", "GET /misdirected/x", "GET /metrics"]
 --- error_code eval
-[200, 403, 401, 401, 401, 200]
+[200, 403, 401, 401, 401, 421, 200]
 --- response_headers eval
-["", "", "", "", "", "Content-Type: text/plain; version=0.0.4; charset=utf-8"]
+["", "", "", "", "", "", "Content-Type: text/plain; version=0.0.4; charset=utf-8"]
 --- response_body_filters eval
 \&::prometheus_text
 --- response_body_like eval
 [qr/\Abackend saw $::A\n\z/, qr/403 Forbidden/, qr/401 Authorization/,
- qr/401 Authorization/, qr/401 Authorization/,
+ qr/401 Authorization/, qr/401 Authorization/, qr/421 Misdirected/,
  ::page_is(qq{dstack_mesh_inbound_requests_total{outcome="allowed"} 1},
+           qq{dstack_mesh_inbound_requests_total{outcome="misdirected"} 1},
            qq{dstack_mesh_inbound_requests_total{outcome="not_allowed"} 1},
            qq{dstack_mesh_inbound_requests_total{outcome="no_certificate"} 1},
            qq{dstack_mesh_inbound_requests_total{outcome="unverified"} 1},
