@@ -10,6 +10,7 @@
 #       bbbb..0002-443s.gw.test   -> cvm       (app B, keepalive)
 #       bbbb..0002-444s.gw.test   -> cvm-once  (app B, one request each)
 #       cccc..0003-443s.gw.test   -> cvm       (app B where C is pinned)
+#       eeee..0005-443s.gw.test   -> a peer that never answers
 #       anything else             -> 127.0.0.1:1 (refused)
 #   - the CVMs: "ssl_verify_client optional_no_ca", mesh_auth on, only app
 #     A allowed, in front of a backend; beside cvm, on cvm-alt.sock, the
@@ -31,6 +32,7 @@ use Test::Nginx::Socket 'no_plan';
 our @BlockSections = qw(zone);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
+use IO::Socket::UNIX;
 use POSIX ();
 use Time::HiRes qw(sleep);
 
@@ -39,6 +41,7 @@ our $B = 'bbbb000000000000000000000000000000000002';
 our $C = 'cccc000000000000000000000000000000000003';
 our $D = 'dddd000000000000000000000000000000000004';
 our $E = 'eeee000000000000000000000000000000000005';
+our $F = 'ffff000000000000000000000000000000000006';
 
 $ENV{TEST_NGINX_HTML_DIR} ||= html_dir();
 
@@ -47,6 +50,28 @@ $ENV{TEST_NGINX_UNKNOWN_DIR} = $dir;
 
 unknown_callers($dir, 50);
 reload_checks("$dir/reload");
+
+# a peer that accepts connections and never answers
+my @children;
+END {
+    local $?;    # the children's status is not the test's
+    kill 'TERM', @children;
+    waitpid $_, 0 for @children;
+}
+
+my $silent = IO::Socket::UNIX->new(Local => "$dir/silent.sock", Listen => 16)
+    // die "silent.sock: $!";
+my $pid = fork // die "fork: $!";
+if ($pid == 0) {
+    $SIG{TERM} = 'DEFAULT';
+    my @held;
+    while (my $c = $silent->accept) {
+        push @held, $c;
+    }
+    POSIX::_exit(0);
+}
+push @children, $pid;
+close $silent;
 
 sub callee {
     my ($name, $extra) = @_;
@@ -101,6 +126,7 @@ my $gateway = <<"CONF";
             $B-443s.gw.test  unix:\$TEST_NGINX_HTML_DIR/cvm.sock;
             $B-444s.gw.test  unix:\$TEST_NGINX_HTML_DIR/cvm-once.sock;
             $C-443s.gw.test  unix:\$TEST_NGINX_HTML_DIR/cvm.sock;
+            $E-443s.gw.test  unix:\$TEST_NGINX_UNKNOWN_DIR/silent.sock;
             default          127.0.0.1:1;
         }
 
@@ -129,10 +155,10 @@ my $caller = <<"CONF";
         alias \$TEST_NGINX_HTML_DIR/page.html;
     }
 
-    error_page 502 /failed;
+    error_page 502 504 /failed;
 
     location = /failed {
-        return 200 "502\n";
+        return 200 "failed\n";
     }
 
     location ~ ^/as/(app-a|app-c|other|noext)/ {
@@ -175,6 +201,11 @@ my $caller = <<"CONF";
 
     location /call/d {
         mesh_target $D;
+    }
+
+    location /call/e {
+        mesh_target $E;
+        proxy_connect_timeout 1s;
     }
 
     location /call/dyn {
@@ -251,7 +282,7 @@ sub prometheus_text {
 
 # What prometheus_text() makes of a page with these samples not 0, after
 # BEFORE: the series of the families are those of the default
-# configuration (apps other and A inbound; other, B, C, D outbound).
+# configuration (apps other and A inbound; other, B, C, D, E outbound).
 sub page_is { page_after('', @_) }
 
 sub page_after {
@@ -260,7 +291,7 @@ sub page_after {
         dstack_mesh_idle_cache_lookups_total => 2,
         dstack_mesh_inbound_app_requests_total => 2 * 2,
         dstack_mesh_inbound_requests_total => 7,
-        dstack_mesh_outbound_requests_total => 4 * 5,
+        dstack_mesh_outbound_requests_total => 5 * 5,
         dstack_mesh_upstream_tls_handshakes_total => 2,
     );
     my $text = $before
@@ -452,26 +483,27 @@ __DATA__
 
 
 
-=== TEST 2: outbound: outcomes by target app, full and resumed handshakes, the idle cache
+=== TEST 2: outbound: every outcome by target app, full and resumed handshakes, the idle cache
 --- user_files eval
 ::page('/call/b', '/call/b', '/call/once', '/call/once', '/call/c', '/call/d',
-       '/call/dyn', '/metrics')
+       '/call/e', '/call/dyn', '/metrics')
 --- more_headers
-X-Target: eeee000000000000000000000000000000000005
+X-Target: ffff000000000000000000000000000000000006
 --- request
 GET /page
 --- response_body_filters eval
 \&::prometheus_text
 --- response_body_like eval
-::page_after("backend saw $::A\n" x 4 . "502\n" x 3,
+::page_after("backend saw $::A\n" x 4 . "failed\n" x 4,
     qq{dstack_mesh_outbound_requests_total{app="$::B",outcome="ok"} 4},
     qq{dstack_mesh_outbound_requests_total{app="$::C",outcome="pin_refused"} 1},
     qq{dstack_mesh_outbound_requests_total{app="$::D",outcome="connect_failure"} 1},
+    qq{dstack_mesh_outbound_requests_total{app="$::E",outcome="timeout"} 1},
     qq{dstack_mesh_outbound_requests_total{app="other",outcome="connect_failure"} 1},
     qq{dstack_mesh_upstream_tls_handshakes_total{type="full"} 2},
     qq{dstack_mesh_upstream_tls_handshakes_total{type="resumed"} 1},
     qq{dstack_mesh_idle_cache_lookups_total{result="hit"} 1},
-    qq{dstack_mesh_idle_cache_lookups_total{result="miss"} 6},
+    qq{dstack_mesh_idle_cache_lookups_total{result="miss"} 7},
     # the callees count A's four calls
     qq{dstack_mesh_inbound_requests_total{outcome="allowed"} 4},
     qq{dstack_mesh_inbound_app_requests_total{app="$::A",outcome="allowed"} 4})
