@@ -6,7 +6,9 @@
  * includes the other's headers.
  *
  * POST /api/v1/join   {"pre_auth_key","public_key"[,"endpoint","name",
- *                      "with_peers":bool]}
+ *                      "with_peers":bool,"snapshot":bool]}
+ *   ("snapshot": false: the node holds a peer set and polls from its
+ *    version, so the answer need not carry a snapshot)
  *   -> {"node_id","name","dns_name","address","prefix","node_token",
  *       "epoch","version","snapshot":true,"peers":[peer...]}
  * GET  /api/v1/peers?since=V&wait=S     (Authorization: Bearer <node_token>)
@@ -32,5 +34,8 @@
 #define PATH_JOIN          "/api/v1/join"
 #define PATH_PEERS         "/api/v1/peers"
 #define PATH_NODES         "/api/v1/nodes"          /* GET; DELETE .../ID */
+
+/* the join body's member saying whether the answer needs the peer set */
+#define WIRE_JOIN_SNAPSHOT "snapshot"
 
 #endif
