@@ -467,11 +467,13 @@ handle_answer(struct vpc_node *n, json_t *answer, const char *from)
     }
 
     if (n->dev_up) {
-        if (ch.snapshot || !n->peers_synced) {
-            apply_snapshot(n);
-        } else if (apply_delta(n, &ch) == 0) {
-            log_debug("delta applied in %" PRIu64 " us from its arrival",
-                      clock_mono_us() - n->answer_us);
+        bool  whole = ch.snapshot || !n->peers_synced;
+
+        if ((whole ? apply_snapshot(n) : apply_delta(n, &ch)) == 0
+            && strcmp(from, "the saved") != 0)
+        {
+            log_debug("%s applied in %" PRIu64 " us from its arrival",
+                      whole ? "snapshot" : "delta", clock_mono_us() - n->answer_us);
         }
     } else {
         n->peers_synced = false;    /* set with the device (a new address) */
