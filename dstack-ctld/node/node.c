@@ -486,10 +486,10 @@ handle_answer(struct vpc_node *n, json_t *answer, const char *from)
     log_write(ch.snapshot ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
               "peer set version %" PRIu64 " (%s): %zu members",
               n->peers.version, ch.snapshot ? "snapshot" : "delta", n->peers.n);
-    if (changed && !n->self.hub) {
+    if (changed && !n->self.hub && strcmp(from, "the saved") != 0) {
         n->peers_dirty = true;
         /* a snapshot costs the whole set anyway: saved at once */
-        save_peers(n, ch.snapshot && strcmp(from, "the saved") != 0);
+        save_peers(n, ch.snapshot);
     }
     update_hosts(n);
     return 0;
