@@ -442,7 +442,7 @@ handle_answer(struct vpc_node *n, json_t *answer, const char *from)
     struct peer_changes  ch;
     uint64_t             version = n->peers.version;
     char                 epoch[EPOCH_LEN + 1];
-    bool                 pool_changed, changed, had = n->have_peers;
+    bool                 pool_changed, changed, snapshot, had = n->have_peers;
 
     memcpy(epoch, n->peers.epoch, sizeof(epoch));
     /* a delta follows only the version asked from: none after a refusal */
@@ -478,18 +478,19 @@ handle_answer(struct vpc_node *n, json_t *answer, const char *from)
     } else {
         n->peers_synced = false;    /* set with the device (a new address) */
     }
+    snapshot = ch.snapshot;
     peer_changes_free(&ch);
     changed = !had || n->peers.version != version
               || strcmp(n->peers.epoch, epoch) != 0;
     n->have_peers = true;
     n->want_snapshot = false;
-    log_write(ch.snapshot ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
+    log_write(snapshot ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
               "peer set version %" PRIu64 " (%s): %zu members",
-              n->peers.version, ch.snapshot ? "snapshot" : "delta", n->peers.n);
+              n->peers.version, snapshot ? "snapshot" : "delta", n->peers.n);
     if (changed && !n->self.hub && strcmp(from, "the saved") != 0) {
         n->peers_dirty = true;
         /* a snapshot costs the whole set anyway: saved at once */
-        save_peers(n, ch.snapshot);
+        save_peers(n, snapshot);
     }
     update_hosts(n);
     return 0;

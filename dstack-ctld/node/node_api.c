@@ -218,6 +218,8 @@ node_api_poll(struct vpc_node *n, uint64_t wait, json_t **answer)
     }
     snprintf(path, sizeof(path), PATH_PEERS "?since=%" PRIu64 "&wait=%" PRIu64
              "%s", since, wait, epoch);
+    log_debug("polling from version %" PRIu64 "%s%s", since,
+              since ? " of epoch " : "", since ? n->peers.epoch : "");
     return call(n, "GET", path,
                 n->route == ROUTE_ADMIN ? n->admin_token : n->state.token,
                 NULL, (long) (wait + POLL_SLACK_S), answer);
