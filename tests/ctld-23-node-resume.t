@@ -194,8 +194,11 @@ ok(wait_until(40, sub { !peer_keys()->{ $eps->{public_key} } && keys %{ peer_key
 ok(wait_until(10, sub { my $n = saved(); $n && $n->{epoch} ne $old->{epoch} }),
    'its saved set is of the new epoch');
 my @p = polls($mark);
-ok(@p >= 2, 'polls after the restore: ' . join(',', @p));
-like(read_text($access), qr/epoch=\Q${\ saved()->{epoch}}\E/, '  later ones with the new epoch');
+is($p[0], $old->{version}, "the first poll after the restore is from the saved version"
+   . " $old->{version} of the old epoch") or diag(explain(\@p));
+my $new = saved()->{epoch};
+like($node->log_text, qr/peer set version \d+ \(snapshot\)[^\n]*\n(?:.*\n)*?.*polling from version \d+ of epoch $new/,
+     '  answered with a snapshot; the polls after it are of the new epoch');
 is($node->stop, 0, 'alpha stops');
 unlike($node->log_text, qr/[0-9a-f]{64}/, 'no token in the log');
 
