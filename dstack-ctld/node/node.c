@@ -13,9 +13,11 @@
  * history compacted) it answers with a snapshot, which is applied as a
  * diff (wg_replace_peers keeps every peer that stays, and its session).
  * Joining again would cost the server a durable write and bump the
- * peer-set version for every other node, for nothing.  It joins again only when the saved
- * join no longer fits (another key, endpoint, name, instance or server)
- * or the server keeps refusing the token (401: a replaced database).
+ * peer-set version for every other node, for nothing.  It joins again
+ * only when the saved join no longer fits (another key, endpoint, name,
+ * instance or server) or the server keeps refusing the token (401: a
+ * replaced database); a join by a node that keeps its set asks for no
+ * snapshot ("snapshot": false).
  *
  * Only the server's 410 (this node was removed) ends the node; a 401 can
  * be nginx's (a certificate rotation, a misconfiguration) and is retried.
