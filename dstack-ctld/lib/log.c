@@ -5,6 +5,7 @@
  * jansson, for log collectors.
  */
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,7 +19,10 @@
 #include "lib/log.h"
 
 
-#define LOG_LINE_MAX  2048
+#define LOG_LINE_MAX    2048
+/* a message that fits PIPE_BUF even with every byte a \u00XX escape,
+   twice over (msg and fields) */
+#define LOG_JSON_SHORT  300
 
 static atomic_int   log_level = LOG_LEVEL_INFO;
 static atomic_int   log_format = LOG_FORMAT_TEXT;
@@ -223,6 +227,14 @@ log_write(enum log_level level, const char *fmt, ...)
     /* one write per line keeps lines from different threads apart */
     if (atomic_load(&log_format) == LOG_FORMAT_JSON) {
         json = log_json(stamp, level, msg);
+        if (json != NULL && strlen(json) > PIPE_BUF
+            && strlen(msg) > LOG_JSON_SHORT)
+        {
+            /* escapes grew it past one atomic pipe write: a shorter msg */
+            free(json);
+            memcpy(msg + LOG_JSON_SHORT, "...", 4);
+            json = log_json(stamp, level, msg);
+        }
         if (json != NULL) {
             log_put(json, strlen(json));
             free(json);
