@@ -12,6 +12,7 @@
 #                             set) and `dstack-ctld node`
 #
 # Both roles: the RA-TLS key and chain from the guest agent (dstack-tls-key),
+# renewed before they expire by `dstack-tls-key watch` (nginx reloaded),
 # nginx.conf rendered into $DSTACK_VPC_CONFIG_DIR, every process supervised
 # (restarted when it dies, at most RESTART_MAX times in RESTART_WINDOW
 # seconds, then the container exits 1), SIGTERM/SIGINT passed on (exit 0).
@@ -378,7 +379,7 @@ if [ "$ROLE" = server ]; then
              --server-url "$hub_url" --interface "$WG_INTERFACE"
              --backend "$WG_BACKEND" --listen-port "$WG_PORT"
              --hosts-file "$HOSTS_FILE" --log-level "$LOG_LEVEL")
-    CHILDREN=(nginx server hub)
+    CHILDREN=(nginx server hub tls)
 else
     node_cmd=("$CTLD" node --agent-socket "$AGENT_SOCKET"
               --server-url "${DSTACK_MESH_URL:-http://$MESH_ENTRY}"
@@ -389,7 +390,7 @@ else
     [ -n "${VPC_NODE_NAME:-}" ] && node_cmd+=(--name "$VPC_NODE_NAME")
     [ -n "${VPC_NODE_TYPE:-}" ] && node_cmd+=(--node-type "$VPC_NODE_TYPE")
     [ -n "$WG_ENDPOINT" ] && node_cmd+=(--endpoint "$WG_ENDPOINT")
-    CHILDREN=(nginx node)
+    CHILDREN=(nginx node tls)
 fi
 
 # --- supervision ----------------------------------------------------------
@@ -400,6 +401,11 @@ run_nginx()  { exec "${nginx_cmd[@]}" -g 'daemon off;'; }
 run_server() { exec "${server_cmd[@]}"; }
 run_hub()    { exec "${hub_cmd[@]}"; }
 run_node()   { exec "${node_cmd[@]}"; }
+# renews the key and chain before they expire, then reloads nginx
+run_tls()    {
+    DSTACK_TLS_RELOAD=${DSTACK_TLS_RELOAD:-$(printf '%q ' "${nginx_cmd[@]}" -s reload)} \
+        exec "$TLS_KEY" watch "$AGENT_SOCKET" "$TLS_DIR" "${alt_names[@]}"
+}
 
 start() {
     local name=$1

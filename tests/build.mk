@@ -4,7 +4,8 @@
 SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=all
 UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
-                $(BUILD)/tests/parse_test $(BUILD)/tests/node_peers_test
+                $(BUILD)/tests/parse_test $(BUILD)/tests/node_peers_test \
+                $(BUILD)/tests/log_test
 CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
                 $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts
 FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target \
@@ -36,6 +37,12 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c common/*.c common/*.h
 	@mkdir -p $(@D)
 	clang $(C11) -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -o $@ $< $(wildcard common/*.c) $(OPENSSL_LIBS)
+
+$(BUILD)/tests/log_test: tests/unit/log_test.c tests/unit/tap.h \
+                         dstack-ctld/lib/log.c dstack-ctld/lib/log.h
+	@mkdir -p $(@D)
+	$(CC) $(C11) -Idstack-ctld -g -O1 $(SANITIZE) -o $@ $(filter %.c,$^) \
+	    -ljansson -lpthread
 
 # The daemon's: what the server and the node parse from the network, with
 # the lib/ (and for the node wg/) sources they use, compiled alike.

@@ -129,7 +129,9 @@ SKIP: {
     $pid{srv} = start('srv', { %server, VPC_ALLOWED_APPS => "$SRV,$N1" });
     $pid{n1} = start('n1', { %common, VPC_SERVER_APP_ID => $SRV, VPC_NODE_NAME => 'n1',
                              VPC_NODE_TYPE => 'worker', VPC_WG_ENDPOINT => '10.99.0.11:51820',
-                             VPC_WG_INTERFACE => 'dewg-n1' });
+                             VPC_WG_INTERFACE => 'dewg-n1',
+                             # the renewal loop, made quick
+                             DSTACK_TLS_RENEW_AFTER => '8s', DSTACK_TLS_CHECK_EVERY => '1' });
 
     my $addr = '';
     eventually(sub { ($addr) = out('n1', 'ip -4 -o addr show dev dewg-n1') =~ /inet (100\.[\d.]+)\//;
@@ -170,6 +172,22 @@ SKIP: {
          "the server's show n1's calls, by app");
     like(slurp("$dir/srv/entrypoint.log"), qr/role server, app $SRV/, 'the server says its role');
 
+    # the renewal loop: a new certificate, nginx reloaded, still serving
+    ok(child_pids($pid{n1}, 'dstack-tls-key'), "the node's renewal loop runs under the entrypoint");
+    my @renewed;
+    ok(eventually(sub { @renewed = slurp("$dir/n1/entrypoint.log")
+                                   =~ /dstack-tls-key: renewed \S+: (\w+),/g; @renewed >= 2 }, 30),
+       'it renews the node\'s certificate every 8 s (DSTACK_TLS_RENEW_AFTER)');
+    ok(@renewed >= 2 && $renewed[0] ne $renewed[1], '  with a new serial each time');
+    my $now = serial("$dir/n1/etc/tls/cert.pem");
+    sleep 0.5;    # the line follows the switch
+    ok($now && (grep { $_ eq $now } slurp("$dir/n1/entrypoint.log") =~ /renewed \S+: (\w+),/g),
+       '  the files hold the last one');
+    unlike(slurp("$dir/n1/entrypoint.log"), qr/dstack-tls-key: .*(?:failed|stay)/,
+           '  nginx reloaded each time, nothing failed');
+    like(out('n1', "curl -sS --max-time 20 -H 'x-dstack-target-app: $SRV' http://127.0.0.1/api/discover/worker"),
+         qr/"count":1/, '  and the mesh still answers');
+
     # supervision: a dead dstack-ctld comes back
     my ($ctld) = child_pids($pid{n1}, 'dstack-ctld');
     ok($ctld, "the node's dstack-ctld runs under the entrypoint");
@@ -208,6 +226,11 @@ sub start {
         die "exec: $!";
     }
     return $pid;
+}
+
+sub serial {
+    my ($cert) = @_;
+    return (qx{openssl x509 -in $cert -noout -serial 2>/dev/null} =~ /serial=(\w+)/)[0] // '';
 }
 
 sub out {

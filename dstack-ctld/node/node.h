@@ -59,6 +59,7 @@ struct node_config {
     char      *hosts_file;
     char      *data_dir;
     char      *log_level;
+    char      *log_format;
     uint64_t   server_port;
     uint64_t   listen_port;
     uint64_t   mtu;
