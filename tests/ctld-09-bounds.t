@@ -125,6 +125,32 @@ sub poll_end { child_result($_[0]) }
     is(metric($srv, 'dstack_ctld_quota_refusals_total{quota="keys"}'), 1, 'metric: keys');
     is(metric($srv, 'dstack_ctld_quota_refusals_total{quota="nodes"}'), 1, 'metric: nodes');
     is(metric($srv, 'dstack_ctld_quota_refusals_total{quota="records"}'), 1, 'metric: records');
+
+    # the counts the quotas read are kept by the schema: a database from
+    # before them (schema 3) is counted when it is migrated, and they follow
+    # removals and restarts
+    $srv->stop;
+    my $db = $srv->db;
+    my $out = `sqlite3 $db "DROP TABLE app_counts;
+        DROP TRIGGER nodes_counted; DROP TRIGGER nodes_uncounted; DROP TRIGGER nodes_recounted;
+        DROP TRIGGER legacy_nodes_counted; DROP TRIGGER legacy_nodes_uncounted;
+        DROP TRIGGER legacy_nodes_recounted; PRAGMA user_version = 3;" 2>&1`;
+    is($?, 0, 'the database taken back to schema 3') or diag($out);
+    $srv->start;
+    is_deeply([sqlite_rows($db, "SELECT kind, n FROM app_counts WHERE app_id = '$APP' ORDER BY kind")],
+              ['nodes|2', 'records|2'], 'migrated: the app counted (2 nodes, 2 records)');
+    my $k4 = register($srv, $APP, 'q-4', 'q-4');
+    is(req($srv, 'POST', '/api/v1/join', app => $APP,
+           body => { pre_auth_key => $k4, public_key => wg_key() })->{status}, 429,
+       'after the migration a third node is still refused');
+    $srv->cli('nodes', 'remove', 'q-1');
+    $srv->kill9;
+    $srv->start;
+    is(req($srv, 'POST', '/api/v1/join', app => $APP,
+           body => { pre_auth_key => $k4, public_key => wg_key() })->{status}, 200,
+       'a removal frees a place, across kill -9');
+    is(req($srv, 'POST', '/api/nodes/update?uuid=r-3&node_type=t', app => $APP)->{status},
+       429, 'records still counted after the restart');
 }
 
 # --- records expire unless they are a live node's -----------------------------

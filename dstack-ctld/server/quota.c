@@ -10,12 +10,18 @@
 
 const char *const  quota_names[QUOTA_COUNT] = { "keys", "nodes", "records" };
 
-/* the count stops at the quota: the cost is bounded by it */
+/*
+ * Unused keys expire, so they are counted (the count stops at the quota:
+ * its cost is bounded by it); nodes and records are kept counted by the
+ * schema's triggers (app_counts), one lookup however many an app has.
+ */
 static const char *const  count_sql[QUOTA_COUNT] = {
     "SELECT count(*) FROM (SELECT 1 FROM preauth_keys WHERE app_id = ?1"
     " AND used_at IS NULL AND expires_at > ?3 LIMIT ?2)",
-    "SELECT count(*) FROM (SELECT 1 FROM nodes WHERE app_id = ?1 LIMIT ?2)",
-    "SELECT count(*) FROM (SELECT 1 FROM legacy_nodes WHERE app_id = ?1 LIMIT ?2)",
+    "SELECT coalesce((SELECT n FROM app_counts WHERE app_id = ?1"
+    " AND kind = 'nodes'), 0)",
+    "SELECT coalesce((SELECT n FROM app_counts WHERE app_id = ?1"
+    " AND kind = 'records'), 0)",
 };
 
 static const char *const  refusal[QUOTA_COUNT] = {
@@ -38,8 +44,9 @@ quota_check(struct write_op *op, sqlite3 *db, enum quota q, const char *app_id,
         goto failed;
     }
     sqlite3_bind_text(st, 1, app_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, max > INT64_MAX ? INT64_MAX : (sqlite3_int64) max);
     if (q == QUOTA_KEYS) {
+        sqlite3_bind_int64(st, 2,
+                           max > INT64_MAX ? INT64_MAX : (sqlite3_int64) max);
         sqlite3_bind_int64(st, 3, clock_unix());
     }
     rc = sqlite3_step(st);

@@ -12,6 +12,24 @@
  * Migrations, applied in order inside one transaction each; the database's
  * user_version is the number applied.  Never edit a released entry: append.
  */
+/* keep app_counts(kind) equal to the number of rows of table per app_id */
+#define APP_COUNT_TRIGGERS(table, kind)                                       \
+    "CREATE TRIGGER " table "_counted AFTER INSERT ON " table " BEGIN"       \
+    "  INSERT INTO app_counts (app_id, kind, n) VALUES (NEW.app_id, '"       \
+    kind "', 1) ON CONFLICT DO UPDATE SET n = n + 1;"                         \
+    "END;"                                                                    \
+    "CREATE TRIGGER " table "_uncounted AFTER DELETE ON " table " BEGIN"     \
+    "  UPDATE app_counts SET n = n - 1"                                       \
+    "   WHERE app_id = OLD.app_id AND kind = '" kind "';"                     \
+    "END;"                                                                    \
+    "CREATE TRIGGER " table "_recounted AFTER UPDATE OF app_id ON " table    \
+    " WHEN NEW.app_id IS NOT OLD.app_id BEGIN"                                \
+    "  UPDATE app_counts SET n = n - 1"                                       \
+    "   WHERE app_id = OLD.app_id AND kind = '" kind "';"                     \
+    "  INSERT INTO app_counts (app_id, kind, n) VALUES (NEW.app_id, '"       \
+    kind "', 1) ON CONFLICT DO UPDATE SET n = n + 1;"                         \
+    "END;"
+
 static const char *const migrations[] = {
     /* 1: registry, one-time keys, peer versions, legacy discovery */
     "CREATE TABLE meta ("
@@ -89,6 +107,22 @@ static const char *const migrations[] = {
     "DROP INDEX preauth_keys_app;"
     "CREATE INDEX preauth_keys_unused ON preauth_keys (app_id, expires_at)"
     " WHERE used_at IS NULL;",
+
+    /* 4: how many nodes and records each app has, kept by triggers, so that
+     * a quota check is one lookup however many the app already has (kind
+     * is quota_names[]: "nodes", "records") */
+    "CREATE TABLE app_counts ("
+    "  app_id  TEXT NOT NULL,"
+    "  kind    TEXT NOT NULL,"
+    "  n       INTEGER NOT NULL CHECK (n >= 0),"
+    "  PRIMARY KEY (app_id, kind)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO app_counts (app_id, kind, n)"
+    "  SELECT app_id, 'nodes', count(*) FROM nodes GROUP BY app_id;"
+    "INSERT INTO app_counts (app_id, kind, n)"
+    "  SELECT app_id, 'records', count(*) FROM legacy_nodes GROUP BY app_id;"
+    APP_COUNT_TRIGGERS("nodes", "nodes")
+    APP_COUNT_TRIGGERS("legacy_nodes", "records"),
 };
 
 #define SCHEMA_VERSION  ((int) (sizeof(migrations) / sizeof(migrations[0])))
