@@ -133,6 +133,7 @@ ok(ping_ok($N{alpha}, $list->{gamma}{address}), 'ping alpha -> gamma (through th
 {
     my ($code, $out, $err) = status('--state-dir', $N{alpha}{state});
     is($code, 0, 'alpha: status exits 0') or diag($err);
+    note($out);
     like($out, qr{\Aalpha\.dstack\.internal \Q$list->{alpha}{address}\E \(node, \Q$N{alpha}{ifname}\E up\)\n},
          '  first line: name, address, role, interface') or diag($out);
     like($out, qr{^hub vpc-server 100\.128\.0\.1 transport udp since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\S+\) endpoint \Q$hubns->{ip}\E:51820 handshake \S+ ago rx [1-9]\d* tx [1-9]\d*$}m,
@@ -226,6 +227,7 @@ my $hub_key;
     ok($p->{gamma}{rx_bytes} > 0 && $p->{alpha}{rx_bytes} > 0,
        '  counters of the relayed ping');
     my ($code, $out) = status('--hub', '--data-dir', $srv->{data});
+    note($out);
     like($out, qr{\Avpc-server\.dstack\.internal 100\.128\.0\.1 \(hub, \Q$hubns->{ifname}\E up\)\n}, '  text: first line')
         or diag($out);
     unlike($out, qr/^hub /m, '  text: no hub line');
