@@ -57,7 +57,6 @@ struct status_peer {
 /* what the answer says, copied under the lock */
 struct status_view {
     bool                 hub_role;
-    bool                 joined;
     bool                 up;
     enum wg_backend      backend;
     char                 name[DNS_LABEL_MAX + 1];
@@ -140,7 +139,6 @@ view_copy(const struct vpc_node *n, struct status_view *v)
 
     memset(v, 0, sizeof(*v));
     v->hub_role = n->self.hub;
-    v->joined = n->self.hub || n->joined;
     v->up = n->dev_up && n->dev != NULL;
     if (v->up) {
         v->backend = wg_backend_of(n->dev);
@@ -400,7 +398,10 @@ status_thread(void *arg)
         }
         fd = accept4(st->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            continue;           /* gone before we took it, or EMFILE */
+            if (errno == EMFILE || errno == ENFILE) {
+                poll(NULL, 0, 100);     /* rather than spin until one closes */
+            }
+            continue;           /* or gone before we took it */
         }
         serve(st, fd);
         close(fd);
