@@ -26,6 +26,7 @@ static const struct command  commands[] = {
     { "nodes",  cli_nodes,   "list or remove nodes of a running server (admin)" },
     { "backup", cli_backup,  "copy the server's database, running or not (admin)" },
     { "restore", cli_restore, "put a backup back, server stopped; new epoch (admin)" },
+    { "status", cli_status,  "the VPC as the running node (or --hub) sees it" },
 };
 
 

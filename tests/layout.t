@@ -20,7 +20,7 @@ my %may = (
     wg     => [qw(wg common)],
     server => [qw(server lib wg common)],
     node   => [qw(node lib wg common)],
-    cli    => [qw(cli lib common server)],   # the server's settings
+    cli    => [qw(cli lib common server node)],   # the roles' settings
     ''     => [qw(lib server node cli common)],   # main.c
 );
 

@@ -1,7 +1,8 @@
 /*
- * dstack-ctld/cli/: admin commands that ask a running server.
+ * dstack-ctld/cli/: commands that ask a running server or node.
  *
- * Subcommands other than the roles: the admin CLI.
+ * Subcommands other than the roles: the admin CLI, and `status`, which
+ * asks a running node.
  */
 
 #ifndef CTLD_CLI_H
@@ -10,5 +11,6 @@
 int  cli_nodes(int argc, char **argv);
 int  cli_backup(int argc, char **argv);
 int  cli_restore(int argc, char **argv);
+int  cli_status(int argc, char **argv);
 
 #endif

@@ -323,6 +323,7 @@ join(struct vpc_node *n)
         return -1;
     }
 
+    node_status_lock(n);
     memset(&n->state, 0, sizeof(n->state));
     if (node_state_from_join(&n->state, answer) != 0) {
         goto done;
@@ -355,6 +356,7 @@ join(struct vpc_node *n)
     }
 
 done:
+    node_status_unlock(n);
     json_decref(answer);
     return rc;
 }
@@ -525,21 +527,14 @@ sync_device(struct vpc_node *n)
 
 /* --- the loop --- */
 
-/* one poll and what follows from it: 0 ok, -1 try again, 1 removed */
+/* what a poll's answer leads to: 0 ok, -1 try again, 1 removed */
 static int
-poll_once(struct vpc_node *n, uint64_t wait)
+poll_result(struct vpc_node *n, enum api_result res, json_t *answer)
 {
-    json_t          *answer = NULL;
-    enum api_result  res;
-    int              rc;
-
-    res = node_api_poll(n, wait, &answer);
     switch (res) {
     case API_OK:
         n->refused = 0;
-        rc = handle_answer(n, answer, "the server's");
-        json_decref(answer);
-        return rc;
+        return handle_answer(n, answer, "the server's");
 
     case API_GONE:
         if (n->self.hub) {
@@ -582,6 +577,23 @@ poll_once(struct vpc_node *n, uint64_t wait)
 }
 
 
+/* one poll and what follows from it: 0 ok, -1 try again, 1 removed */
+static int
+poll_once(struct vpc_node *n, uint64_t wait)
+{
+    json_t          *answer = NULL;
+    enum api_result  res;
+    int              rc;
+
+    res = node_api_poll(n, wait, &answer);
+    node_status_lock(n);
+    rc = poll_result(n, res, answer);
+    node_status_unlock(n);
+    json_decref(answer);
+    return rc;
+}
+
+
 static int
 node_loop(struct vpc_node *n)
 {
@@ -593,7 +605,9 @@ node_loop(struct vpc_node *n)
         ok = false;
         if (n->self.hub) {
             if (!identified) {
+                node_status_lock(n);
                 identified = hub_secrets(n) == 0;
+                node_status_unlock(n);
                 if (!identified) {
                     goto next;
                 }
@@ -606,16 +620,23 @@ node_loop(struct vpc_node *n)
                 }
                 /* a join with other settings keeps the file (and its
                  * token) until the new join replaces it */
+                node_status_lock(n);
                 if (resume(n) < 0) {
                     node_state_forget(n->cfg.state_dir);
                 }
+                node_status_unlock(n);
             }
             if (!n->joined && join(n) != 0) {
                 goto next;
             }
         }
 
+        node_status_lock(n);
         ok = sync_device(n) == 0;
+        if (n->dev_up && n->hub_transport_since == 0) {
+            n->hub_transport_since = time(NULL);    /* the first device sync */
+        }
+        node_status_unlock(n);
         if (n->joined && !n->reported) {
             enum api_result res = node_api_report(n);
 
@@ -679,6 +700,7 @@ node_run(struct vpc_node *n)
     if (!n->self.hub && node_key(n) != 0) {
         goto done;
     }
+    node_status_start(n);       /* a node without it still runs */
     log_info("dstack-ctld node%s starting: interface %s, backend %s, port %"
              PRIu64 "%s%s", n->self.hub ? " (hub)" : "", n->cfg.interface,
              n->cfg.backend, n->cfg.listen_port,
@@ -688,6 +710,7 @@ node_run(struct vpc_node *n)
     rc = node_loop(n);
 
 done:
+    node_status_stop(n);
     if (n->self.hub) {
         apply_hub_stop(n);
     }

@@ -16,6 +16,7 @@
  *   node_apply.c    the interface: device, address, peers, forwarding
  *   node_firewall.c the hub's forwarding filter (nftables)
  *   node_hosts.c    the marked block of the hosts file
+ *   node_status.c   `dstack-ctld status`: a unix socket, a thread of its own
  */
 
 #ifndef CTLD_NODE_H
@@ -25,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -41,6 +43,8 @@
 #define NODE_LOCK_FILE    "node.lock"
 #define HUB_LOCK_FILE     "hub.lock"
 #define HUB_KEY_FILE      "wg.key"          /* made by the server */
+#define NODE_STATUS_SOCKET "node.sock"      /* in --state-dir */
+#define HUB_STATUS_SOCKET  "hub.sock"       /* the hub: in --data-dir */
 
 /* exit status of a node the server removed while it ran */
 #define NODE_EXIT_REMOVED  3
@@ -140,6 +144,16 @@ struct vpc_self {
     uint16_t          keepalive;        /* toward the hub, without endpoint */
 };
 
+/* how this node's WireGuard datagrams reach the hub */
+enum node_transport { NODE_TRANSPORT_UDP, NODE_TRANSPORT_RELAY };
+
+struct node_status;
+
+/*
+ * The status thread (node_status.c) reads this under node_status_lock();
+ * the loop changes what it reads (the peer set, eff, state, self, the
+ * device, the transport) under that lock too.
+ */
 struct vpc_node {
     struct node_config    cfg;
     enum wg_backend       backend;
@@ -170,6 +184,10 @@ struct vpc_node {
     bool                  peers_synced; /* the device has eff */
     bool                  forwarding_on;    /* the hub turned ip_forward on */
     char                 *hosts_block;  /* last written */
+
+    enum node_transport   hub_transport;        /* path to the hub now */
+    time_t                hub_transport_since;  /* when it last changed (wall clock) */
+    struct node_status   *status;       /* node_status.c; NULL: not served */
 };
 
 /* node_config.c */
@@ -281,6 +299,14 @@ void  peer_index_free(struct peer_set *s);
  * when it replaced a table left by a hub that died, 0, or -1 logged */
 int   firewall_hub_install(const char *ifname, const struct ip_prefix *pool);
 void  firewall_hub_remove(void);
+
+/* node_status.c: 0, or -1 logged (the node runs without it) */
+int   node_status_start(struct vpc_node *n);
+void  node_status_stop(struct vpc_node *n);
+/* recursive; no I/O on the status thread while it is held */
+void  node_status_lock(struct vpc_node *n);
+void  node_status_unlock(struct vpc_node *n);
+const char *node_transport_name(enum node_transport t);
 
 /* node_hosts.c: the block "<address> <name>.dstack.internal" lines */
 int   hosts_write_block(const char *path, const char *block);
