@@ -195,7 +195,7 @@ cli_backup(int argc, char **argv)
     {
         goto failed;
     }
-    if (sqlite3_close(to) != SQLITE_OK) {
+    if (db_close(to) != SQLITE_OK) {
         fprintf(stderr, "%s: %s\n", tmp, sqlite3_errmsg(to));
         goto failed;
     }
@@ -215,13 +215,13 @@ cli_backup(int argc, char **argv)
     goto done;
 
 failed:
-    sqlite3_close(to);
+    db_close(to);
     to = NULL;
     unlink(tmp);
     rc = 1;
 
 done:
-    sqlite3_close(from);
+    db_close(from);
     server_config_free(srv);
     free(srv);
     return rc;
@@ -328,8 +328,8 @@ cli_restore(int argc, char **argv)
 
 done:
     history_close(&history);
-    sqlite3_close(to);
-    sqlite3_close(from);
+    db_close(to);
+    db_close(from);
     if (lock_fd >= 0) {
         close(lock_fd);
     }

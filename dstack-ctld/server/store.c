@@ -514,6 +514,24 @@ finalize_all(sqlite3 *db)
 }
 
 
+int
+db_close(sqlite3 *db)
+{
+    size_t  kept = 0;
+
+    /* this thread's cache must not hand out statements of a closed
+     * connection (another one may later get the same address) */
+    for (size_t i = 0; i < stmt_cached; i++) {
+        if (stmt_cache[i].db != db) {
+            stmt_cache[kept++] = stmt_cache[i];
+        }
+    }
+    stmt_cached = kept;
+    finalize_all(db);
+    return sqlite3_close(db);
+}
+
+
 void
 store_close(struct store *st)
 {

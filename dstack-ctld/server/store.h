@@ -44,6 +44,8 @@ sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
  * (SQLITE_PREPARE_PERSISTENT): bind, step, then db_release(), never
  * finalize; a connection is used by one thread at a time */
 sqlite3_stmt *db_cached(sqlite3 *db, const char *sql);
+/* finalizes what db_cached() kept of db, then sqlite3_close() */
+int   db_close(sqlite3 *db);
 /* resets a db_cached() statement for its next use (NULL allowed) */
 void      db_release(sqlite3_stmt *st);
 int       db_exec(sqlite3 *db, const char *sql);
