@@ -175,7 +175,7 @@ static int
 parse_names(struct vpc_node *n)
 {
     struct node_config  *cfg = &n->cfg;
-    char                 host[INET_ADDRSTRLEN], *colon;
+    char                 host[INET_ADDRSTRLEN + 8], *colon;
     uint64_t             port = 53;
 
     if (strcmp(cfg->names, "dns") == 0) {
