@@ -180,12 +180,12 @@ int
 hosts_clear_block(const char *path)
 {
     char    *old;
-    size_t   len;
+    size_t   len, after;
     mode_t   mode;
     bool     has;
 
     old = read_all(path, &len, &mode);
-    has = old != NULL && find_line(old, len, 0, BEGIN_MARK, &len) != NULL;
+    has = old != NULL && find_line(old, len, 0, BEGIN_MARK, &after) != NULL;
     free(old);
     return has ? hosts_write_block(path, "") : 0;
 }
