@@ -549,8 +549,8 @@ dns_start(struct name_table *names, const struct sockaddr_in *listen,
         log_error("dns: cannot start: %s", strerror(errno));
         goto failed;
     }
-    log_info("dns: answering " DNS_DOMAIN " on %s:%u (udp, tcp), %zu"
-             " resolvers for other names", addr, ntohs(listen->sin_port),
+    log_info("dns: answering " DNS_DOMAIN " on %s:%u (udp, tcp); other names"
+             " to the CVM's resolvers (%zu)", addr, ntohs(listen->sin_port),
              up->n);
     return s;
 
