@@ -14,6 +14,10 @@ use warnings;
 
 use Test::More;
 
+use lib 'tests/lib';
+use DstackTest qw(write_file);
+use VpcTest qw(out in vpn_address eventually);
+
 plan skip_all => 'needs root' if $>;
 plan skip_all => 'needs /dev/net/tun' unless -c '/dev/net/tun';
 for my $tool (qw(dig dnsmasq)) {
@@ -227,12 +231,6 @@ sub slurp {
     return scalar <$fh>;
 }
 
-sub write_file {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh;
-}
 
 sub pid_of {
     my ($cvm) = @_;
@@ -241,15 +239,6 @@ sub pid_of {
     return $pid || 0;
 }
 
-sub out {
-    my ($cvm, $cmd) = @_;
-    return scalar qx{bash $vpc exec $cvm $cmd 2>&1};
-}
-
-sub in {
-    my ($cvm, $cmd) = @_;
-    return system("bash $vpc exec $cvm $cmd >/dev/null 2>&1") == 0;
-}
 
 # the A record dig gets from the daemon, or ""
 sub dig {
@@ -259,17 +248,4 @@ sub dig {
     return $a;
 }
 
-sub vpn_address {
-    my ($cvm) = @_;
-    my $text = out($cvm, "ip -4 -o addr show dev ddwg-$cvm");
-    return $text =~ /inet (100\.[\d.]+)\// ? $1 : '';
-}
 
-sub eventually {
-    my ($check) = @_;
-    for (1 .. 50) {
-        return 1 if $check->();
-        select undef, undef, undef, 0.2;
-    }
-    return 0;
-}
