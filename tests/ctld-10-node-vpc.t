@@ -62,7 +62,7 @@ my $srv = start_server(unix => $sock, dir => $DIR,
                                 '--allowed-apps', join(',', values %APP)]);
 
 my $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
-                     '--server-url', "unix:$sock", '--names', 'hosts', '--hosts-file',
+                     '--server-url', "unix:$sock", '--hosts-file',
                      "$DIR/hosts-hub", '--retry-max', '2s');
 
 sub start {
@@ -70,7 +70,7 @@ sub start {
     my $w = $N{$name};
     $w->{node} = start_node($DIR, $w, '--server-url', "unix:$sock",
         '--server-app-id', 'none', '--agent-socket', $w->{agent},
-        '--state-dir', $w->{state}, '--names', 'hosts', '--hosts-file', $w->{hosts},
+        '--state-dir', $w->{state}, '--hosts-file', $w->{hosts},
         '--name', $name, '--retry-max', '2s', '--poll-wait', '20s',
         $w->{endpoint} ? ('--endpoint', $w->{endpoint}) : (), @extra);
     return $w->{node};

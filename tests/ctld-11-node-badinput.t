@@ -100,7 +100,7 @@ for my $case ([$SERVER_APP, $SERVER_APP], ['self', $APP]) {
     my $sock = "$DIR/mesh-$arg.sock";
     fake_server($sock, sub { (403, '{"error":"Forbidden"}') });
     my $node = start_node($DIR, $w, node_args($sock, '--server-app-id', $arg,
-                                               '--names', 'hosts', '--hosts-file', 'none'));
+                                               '--hosts-file', 'none'));
     ok(wait_until(10, sub { requests($sock) >= 2 }),
        "--server-app-id $arg: the node retries a refused register");
     my ($r) = requests($sock);
@@ -265,7 +265,7 @@ my $HOSTS_TAIL = "10.0.0.7 tail.example";        # no final newline
 write_text("$DIR/hosts", $HOSTS_HEAD . $HOSTS_TAIL);
 
 my $node = start_node($DIR, $w, node_args($sock, '--server-app-id', 'none',
-    '--names', 'hosts', '--hosts-file', "$DIR/hosts", '--endpoint', "$w->{ip}:51820",
+    '--hosts-file', "$DIR/hosts", '--endpoint', "$w->{ip}:51820",
     '--name', 'bad', '--node-type', 'worker'));
 
 ok(wait_until(120, sub { my $seen = () = (read_text($probe) // '') =~ /\n/g;
@@ -366,7 +366,7 @@ is($node->stop, 0, 'SIGTERM: exit status 0');
     });
     my $before = wg_dump($w->{ns}, $w->{ifname});
     my $intruder = start_node($DIR, $other, node_args($sock2, '--server-app-id', 'none',
-        '--state-dir', "$DIR/state2", '--names', 'hosts', '--hosts-file', 'none'));
+        '--state-dir', "$DIR/state2", '--hosts-file', 'none'));
     ok(wait_until(10, sub { $intruder->log_text =~ /no such interface in this network namespace/ }),
        'same --interface in another namespace: refused, with a hint')
         or diag($intruder->log_text);
@@ -382,7 +382,7 @@ is($node->stop, 0, 'SIGTERM: exit status 0');
     system('mount', '--bind', "$DIR/hosts-src", "$DIR/hosts-bm") == 0
         or die "mount --bind failed";
     my $n3 = start_node($DIR, $bm, node_args($sock2, '--server-app-id', 'none',
-        '--state-dir', "$DIR/state3", '--names', 'hosts', '--hosts-file', "$DIR/hosts-bm"));
+        '--state-dir', "$DIR/state3", '--hosts-file', "$DIR/hosts-bm"));
     ok(wait_until(10, sub { (read_text("$DIR/hosts-src") // '') =~ /oth\.dstack\.internal/ }),
        'a bind-mounted hosts file gets the block') or diag($n3->log_text);
     like($n3->log_text, qr/is a mount point: rewriting it in place/, '  in place, with a warning');

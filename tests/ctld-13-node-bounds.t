@@ -122,7 +122,7 @@ my $agent = start_agent($DIR, 'fk', $APP);
         return (410, '{"error":"node removed from the VPC","reason":"removed by the admin","node_id":1}');
     });
     my $node = start_node($DIR, $fw, '--server-url', "unix:$sock", '--server-app-id', 'none',
-        '--agent-socket', $agent, '--state-dir', "$DIR/state-fk", '--names', 'hosts', '--hosts-file', 'none',
+        '--agent-socket', $agent, '--state-dir', "$DIR/state-fk", '--hosts-file', 'none',
         '--retry-max', '1s');
     ok(wait_until(60, sub { !$node->running }), 'the node ends in the end')
         or diag($node->log_text);
@@ -158,7 +158,7 @@ my $agent = start_agent($DIR, 'fk', $APP);
         return (503, '{"error":"server is shutting down"}');
     });
     my $node = start_node($DIR, $fw, '--server-url', "unix:$sock", '--server-app-id', 'none',
-        '--agent-socket', $agent, '--state-dir', "$DIR/state-big", '--names', 'hosts', '--hosts-file', 'none',
+        '--agent-socket', $agent, '--state-dir', "$DIR/state-big", '--hosts-file', 'none',
         '--log-level', 'debug', '--retry-max', '60s');
     ok(wait_until(20, sub { $node->log_text =~ /retrying in \d+ ms/ }),
        'the server fails: the node retries') or diag($node->log_text);
@@ -186,7 +186,7 @@ my $srv = start_server(unix => $usock, dir => $DIR,
                        args => ['--wg-endpoint', "$hubns->{ip}:51820",
                                 '--server-app-id', $APP]);
 my $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
-                     '--server-url', "unix:$usock", '--names', 'hosts', '--hosts-file', 'none',
+                     '--server-url', "unix:$usock", '--hosts-file', 'none',
                      '--retry-max', '2s');
 
 sub start {
@@ -194,7 +194,7 @@ sub start {
     my $w = $N{$name};
     $w->{node} = start_node($DIR, $w, '--server-url', "unix:$usock",
         '--server-app-id', 'none', '--agent-socket', $w->{agent},
-        '--state-dir', $w->{state}, '--names', 'hosts', '--hosts-file', $w->{hosts}, '--name', $name,
+        '--state-dir', $w->{state}, '--hosts-file', $w->{hosts}, '--name', $name,
         '--retry-max', '2s', '--poll-wait', '20s', '--endpoint', $w->{endpoint});
     return $w->{node};
 }

@@ -63,12 +63,12 @@ my $srv = start_server(unix => $sock, dir => $DIR,
                        args => ['--wg-endpoint', "$hubns->{ip}:51820",
                                 '--server-app-id', $APP]);
 my $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
-                     '--server-url', "unix:$sock", '--names', 'hosts', '--hosts-file', 'none',
+                     '--server-url', "unix:$sock", '--hosts-file', 'none',
                      '--retry-max', '2s');
 for my $w (values %N) {
     $w->{node} = start_node($DIR, $w, '--server-url', "unix:$sock",
         '--server-app-id', 'none', '--agent-socket', $w->{agent},
-        '--state-dir', "$DIR/state-$w->{name}", '--names', 'hosts', '--hosts-file', 'none',
+        '--state-dir', "$DIR/state-$w->{name}", '--hosts-file', 'none',
         '--name', $w->{name}, '--retry-max', '2s');
 }
 
@@ -149,7 +149,7 @@ is($fwd, "0\n", 'and turns forwarding off again (it turned it on)');
 ok(!ping($N{alpha}, "$BEHIND.2", 2), 'so nothing is forwarded');
 
 $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
-                  '--server-url', "unix:$sock", '--names', 'hosts', '--hosts-file', 'none',
+                  '--server-url', "unix:$sock", '--hosts-file', 'none',
                   '--retry-max', '2s');
 ok(wait_until(10, sub { hub_table() }), 'a new hub installs it again')
     or diag($hub->log_text);
@@ -164,7 +164,7 @@ $hub->kill9;
 ok(hub_table(), 'a hub killed with SIGKILL leaves its table');
 ok(!ping($N{alpha}, "$BEHIND.2", 2), 'so alpha still does not reach behind it');
 $hub = start_node($DIR, $hubns, '--hub', '--data-dir', $srv->{data},
-                  '--server-url', "unix:$sock", '--names', 'hosts', '--hosts-file', 'none',
+                  '--server-url', "unix:$sock", '--hosts-file', 'none',
                   '--retry-max', '2s');
 ok(wait_until(10, sub { (() = $hub->log_text =~ /forwards only/g) > $installs }),
    'the next hub replaces the table') or diag($hub->log_text);
