@@ -80,8 +80,8 @@ wait_ready() {
 # its key, into FILE_PREFIX.key and FILE_PREFIX.crt (leaf, then CA)
 fetch() {
     "$tls_key" "$work/$1.sock" "$work/$1.tls" localhost
-    mv "$work/$1.tls/key.pem" "$2.key"
-    mv "$work/$1.tls/cert.pem" "$2.crt"
+    cp -L "$work/$1.tls/key.pem" "$2.key"
+    cp -L "$work/$1.tls/cert.pem" "$2.crt"
 }
 
 # simulators for one CA directory start together, as CVMs booting at once

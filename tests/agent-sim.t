@@ -369,6 +369,29 @@ ok(ready($sim_b), 'simulator b is up');
 is($json->{instance_id}, 'abcdef01', '--instance-id, lowercased');
 is($json->{app_name}, $APP_B, 'default app name: the app id');
 
+# --validity: short-lived leaves, from now, unless the request says
+($rc, $out) = run("$BIN --socket $DIR/v.sock --ca-dir $ca_dir --app-id aa --validity 0");
+is($rc, 2, '--validity 0 is refused');
+like($out, qr/--validity: expected 1 to 31536000 seconds/, '... and says why');
+($rc) = run("$BIN --socket $DIR/v.sock --ca-dir $ca_dir --app-id aa --validity 31536001");
+is($rc, 2, '--validity above a year is refused');
+my $sim_v = start_sim(name => 'v', ca => $ca_dir, app_id => $APP_A,
+                      args => ['--validity', '30']);
+ok(ready($sim_v), 'simulator with --validity 30 is up');
+for my $case (['GET', '/GetTlsKey', 30, 'no times asked: 30 s from now'],
+              ['GET', '/GetTlsKey?not_after=' . (time + 600), 600, 'not_after asked: kept']) {
+    my ($method, $path, $life, $name) = @$case;
+    my $t0 = time;
+    (undef, $json) = call($sim_v, $method, $path);
+    my $pem = $json->{certificate_chain}[0] // '';
+    my ($nb, $na) = map { my $d = $_; `date -u -d '$d' +%s` + 0 }
+        (`echo '$pem' | openssl x509 -noout -startdate -enddate -dateopt iso_8601`
+         =~ /notBefore=(.*)\nnotAfter=(.*)/);
+    ok(defined $na && abs($na - $t0 - $life) <= 2, "--validity: $name");
+    ok(defined $nb && abs($nb - $t0) <= 2, '... and not backdated') if $life == 30;
+}
+stop_sim($sim_v);
+
 
 # --- the socket path -------------------------------------------------------
 

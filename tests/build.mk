@@ -4,7 +4,8 @@
 SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=all
 UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
-                $(BUILD)/tests/parse_test
+                $(BUILD)/tests/parse_test $(BUILD)/tests/node_peers_test \
+                $(BUILD)/tests/log_test
 CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
                 $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts \
                 $(BUILD)/fuzz/fuzz_ctld_dns
@@ -38,6 +39,12 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c common/*.c common/*.h
 	clang $(C11) -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -o $@ $< $(wildcard common/*.c) $(OPENSSL_LIBS)
 
+$(BUILD)/tests/log_test: tests/unit/log_test.c tests/unit/tap.h \
+                         dstack-ctld/lib/log.c dstack-ctld/lib/log.h
+	@mkdir -p $(@D)
+	$(CC) $(C11) -Idstack-ctld -g -O1 $(SANITIZE) -o $@ $(filter %.c,$^) \
+	    -ljansson -lpthread
+
 # The daemon's: what the server and the node parse from the network, with
 # the lib/ (and for the node wg/) sources they use, compiled alike.
 CTLD_FUZZ_LIB := $(addprefix dstack-ctld/lib/,log.c util.c validate.c) \
@@ -54,7 +61,8 @@ $(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/server/api_input
 
 $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts: \
 $(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/node/node_peers.c \
-                           dstack-ctld/node/node_hosts.c $(WG_SRC) \
+                           dstack-ctld/node/node_hosts.c \
+                           dstack-ctld/node/node_index.c $(WG_SRC) \
                            $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
 	@mkdir -p $(@D)
 	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -ljansson \
@@ -65,8 +73,17 @@ $(BUILD)/fuzz/fuzz_ctld_dns: tests/fuzz/fuzz_ctld_dns.c \
                            dstack-ctld/node/node_names.c \
                            $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
 	@mkdir -p $(@D)
-	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -lldns \
+	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -lldns -ljansson \
 	    $(OPENSSL_LIBS) -lpthread
+
+# The node's peer set, delta by delta, against a full recomputation.
+$(BUILD)/tests/node_peers_test: tests/unit/node_peers_test.c tests/unit/tap.h \
+                                dstack-ctld/node/node_peers.c \
+                                dstack-ctld/node/node_index.c $(WG_SRC) \
+                                $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(C11) -Idstack-ctld -g -O1 $(SANITIZE) $(WG_CFLAGS) -o $@ \
+	    $(filter %.c,$^) -ljansson $(OPENSSL_LIBS) $(WG_LIBS)
 
 # A short run of every fuzzer from its seed corpus; new inputs go to build/.
 # Their stderr is closed (-close_fd_mask=2): the daemon's code logs every

@@ -180,7 +180,7 @@ my $shelp = `@{[ctld_bin()]} server --help`;
 for my $opt (qw(listen data-dir allowed-apps reserve-name key-lifetime pool server-address
                 server-name wg-endpoint server-url server-app-id gateway-domain
                 allow-remote max-wait tombstone-ttl threads max-connections
-                max-body socket-mode log-level config)) {
+                max-body socket-mode log-level log-format config)) {
     like($help, qr/--\Q$opt\E\b/, "--help names --$opt");
     like($shelp, qr/--\Q$opt\E\b/, "server --help names --$opt");
 }

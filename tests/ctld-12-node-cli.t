@@ -88,7 +88,7 @@ is($code, 0, 'node --help: exit 0');
 for my $opt (qw(server-url server-app-id server-port agent-socket name node-type
                 endpoint state-dir interface backend listen-port mtu keepalive
                 hosts-file names dns-listen resolv-conf poll-wait retry-max hub
-                data-dir log-level config)) {
+                data-dir log-level log-format config)) {
     like($help, qr/^  --\Q$opt\E\b/m, "  documents --$opt");
 }
 my ($c2, $top) = run(cmd => "$BIN --help");

@@ -35,9 +35,11 @@ my %base = (PATH => "$bin:$ENV{PATH}", DSTACK_TLS_KEY => "$root/tools/dstack-tls
             NGX_MODULES => $module);
 
 sub fails {
-    my ($env, $re, $name) = @_;
+    my ($env, $re, $name, $nofile) = @_;
     my $t0 = time;
-    my $cmd = join(' ', 'env -i', map({ "$_='$env->{$_}'" } sort keys %$env),
+    # $nofile: the hard limit of open files to run under
+    my $cmd = join(" ", ($nofile ? "ulimit -n $nofile &&" : ()), 'env -i',
+                   map({ "$_='$env->{$_}'" } sort keys %$env),
                    "bash $entry 2>&1 </dev/null");
     my $out = qx{$cmd};
     my $status = $? >> 8;
@@ -59,6 +61,13 @@ fails({ %base, VPC_SERVER_APP_ID => 'xyz' },
 fails({ %base, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '192.0.2.1:51820',
         MESH_BACKEND => 'unix:/tmp/ctld.sock' },
       qr{MESH_BACKEND: /tmp is writable by everyone}, 'a socket in a shared directory');
+fails({ %base, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '192.0.2.1:51820',
+        VPC_MAX_NODES => 'many' },
+      qr/VPC_MAX_NODES: "many" is not a number of nodes/, 'a bad VPC_MAX_NODES');
+fails({ %base, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '192.0.2.1:51820',
+        VPC_MAX_NODES => '100000' },
+      qr/VPC_MAX_NODES=100000 needs 203072 open files per process; the hard limit here is 8192/,
+      'a VPC larger than the open file limit allows', 8192);
 
 # --- the real thing, in namespaces
 
@@ -103,10 +112,26 @@ SKIP: {
             DSTACK_VPC_CONFIG_DIR => "$dir/srv/probe", VPC_ALLOWED_APPS => 'any' },
           qr/warning: VPC_ALLOWED_APPS=any/, 'VPC_ALLOWED_APPS=any: a warning');
 
+    # nginx sized for the VPC the operator declares: a client and an
+    # upstream connection per node, kept-alive connections to the daemon
+    fails({ %server, NGINX => '/bin/false', DSTACK_AGENT_SOCKET => "$dir/srv/dstack.sock",
+            DSTACK_VPC_CONFIG_DIR => "$dir/srv/sized", VPC_MAX_NODES => 5000 },
+          qr/refused/, 'VPC_MAX_NODES=5000 (rendered, then stopped by a refusing nginx)');
+    my $conf = slurp("$dir/srv/sized/nginx/nginx.conf");
+    like($conf, qr/^worker_rlimit_nofile 13072;$/m, '  worker_rlimit_nofile: 2 x (5000 + 1024) + 1024');
+    like($conf, qr/^events \{ worker_connections 12048; \}$/m, '  worker_connections: 2 x (5000 + 1024)');
+    like($conf, qr/upstream dstack_ctld \{\s*server unix:\Q$sock\E;\s*keepalive 5000;/,
+         '  an upstream on the daemon\'s socket, 5000 connections kept alive');
+    like($conf, qr/^\s*proxy_pass http:\/\/dstack_ctld;$/m, '  the API goes through it');
+    like(slurp("$dir/srv/probe/nginx/nginx.conf"), qr/^events \{ worker_connections 4096; \}$/m,
+         '  the default (1000 nodes): 4096 connections');
+
     $pid{srv} = start('srv', { %server, VPC_ALLOWED_APPS => "$SRV,$N1" });
     $pid{n1} = start('n1', { %common, VPC_SERVER_APP_ID => $SRV, VPC_NODE_NAME => 'n1',
                              VPC_NODE_TYPE => 'worker', VPC_WG_ENDPOINT => '10.99.0.11:51820',
-                             VPC_WG_INTERFACE => 'dewg-n1' });
+                             VPC_WG_INTERFACE => 'dewg-n1',
+                             # the renewal loop, made quick
+                             DSTACK_TLS_RENEW_AFTER => '8s', DSTACK_TLS_CHECK_EVERY => '1' });
 
     my $addr = '';
     eventually(sub { ($addr) = out('n1', 'ip -4 -o addr show dev dewg-n1') =~ /inet (100\.[\d.]+)\//;
@@ -147,6 +172,22 @@ SKIP: {
          "the server's show n1's calls, by app");
     like(slurp("$dir/srv/entrypoint.log"), qr/role server, app $SRV/, 'the server says its role');
 
+    # the renewal loop: a new certificate, nginx reloaded, still serving
+    ok(child_pids($pid{n1}, 'dstack-tls-key'), "the node's renewal loop runs under the entrypoint");
+    my @renewed;
+    ok(eventually(sub { @renewed = slurp("$dir/n1/entrypoint.log")
+                                   =~ /dstack-tls-key: renewed \S+: (\w+),/g; @renewed >= 2 }, 30),
+       'it renews the node\'s certificate every 8 s (DSTACK_TLS_RENEW_AFTER)');
+    ok(@renewed >= 2 && $renewed[0] ne $renewed[1], '  with a new serial each time');
+    my $now = serial("$dir/n1/etc/tls/cert.pem");
+    sleep 0.5;    # the line follows the switch
+    ok($now && (grep { $_ eq $now } slurp("$dir/n1/entrypoint.log") =~ /renewed \S+: (\w+),/g),
+       '  the files hold the last one');
+    unlike(slurp("$dir/n1/entrypoint.log"), qr/dstack-tls-key: .*(?:failed|stay)/,
+           '  nginx reloaded each time, nothing failed');
+    like(out('n1', "curl -sS --max-time 20 -H 'x-dstack-target-app: $SRV' http://127.0.0.1/api/discover/worker"),
+         qr/"count":1/, '  and the mesh still answers');
+
     # supervision: a dead dstack-ctld comes back
     my ($ctld) = child_pids($pid{n1}, 'dstack-ctld');
     ok($ctld, "the node's dstack-ctld runs under the entrypoint");
@@ -185,6 +226,11 @@ sub start {
         die "exec: $!";
     }
     return $pid;
+}
+
+sub serial {
+    my ($cert) = @_;
+    return (qx{openssl x509 -in $cert -noout -serial 2>/dev/null} =~ /serial=(\w+)/)[0] // '';
 }
 
 sub out {

@@ -23,6 +23,7 @@
 #include <sqlite3.h>
 
 #include "cli/cli.h"
+#include "lib/log.h"
 #include "lib/util.h"
 #include "server/history.h"
 #include "server/server.h"
@@ -64,6 +65,9 @@ load_settings(struct server *srv, int argc, char **argv, const char *cmd,
     }
     if (rc != 0 || npos != 1) {
         backup_usage(stderr, cmd);
+        return 2;
+    }
+    if (log_setup("cli", srv->cfg.log_level, srv->cfg.log_format) != 0) {
         return 2;
     }
     *file = pos[0];

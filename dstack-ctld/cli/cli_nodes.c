@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 
 #include "cli/cli.h"
+#include "lib/log.h"
 #include "lib/admin_token.h"
 #include "lib/http_client.h"
 #include "lib/validate.h"
@@ -108,6 +109,9 @@ cli_nodes(int argc, char **argv)
         goto done;
     }
     rc = 2;
+    if (log_setup("cli", srv->cfg.log_level, srv->cfg.log_format) != 0) {
+        goto done;
+    }
     if (npos == 0
         || !((strcmp(pos[0], "list") == 0 && npos == 1)
              || (strcmp(pos[0], "remove") == 0 && npos == 2)))

@@ -1,5 +1,7 @@
 /*
- * Logging to stderr, one line per event, safe to call from any thread.
+ * Logging to stderr, one line per event, safe to call from any thread:
+ * plain text, or one JSON object per line (time, level, role, msg and the
+ * message's key=value words as "fields").
  *
  * Hostile strings (paths, names, header values) go through log_quote()
  * first so a client cannot forge log lines with CR/LF or terminal escapes.
@@ -18,8 +20,17 @@ enum log_level {
     LOG_LEVEL_DEBUG
 };
 
-/* the "log-level" setting: -1 after saying on stderr why not */
-int  log_set_level_name(const char *name);
+enum log_format {
+    LOG_FORMAT_TEXT,
+    LOG_FORMAT_JSON
+};
+
+/*
+ * The "log-level" and "log-format" settings and the role every line names
+ * ("server", "node", "hub" or "cli", a static string), set before any
+ * thread starts: -1 after saying on stderr what is wrong.
+ */
+int  log_setup(const char *role, const char *level, const char *format);
 void log_set_level(enum log_level level);
 int  log_enabled(enum log_level level);
 

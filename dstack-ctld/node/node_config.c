@@ -105,6 +105,10 @@ const struct opt  node_opts[] = {
     { "log-level", OPT_STRING, O(log_level), 0, "LEVEL",
       "error, warn, info (default) or debug",
       "info" },
+    { "log-format", OPT_STRING, O(log_format), 0, "FORMAT",
+      "text (default) or json: one JSON object per line\n"
+      "(environment VPC_LOG_FORMAT)",
+      "text" },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
 };
 
@@ -117,6 +121,7 @@ static const struct opt_env  node_env[] = {
     { "VPC_NODE_NAME",     "name" },        /* wins over NODE_NAME */
     { "VPC_NODE_TYPE",     "node-type" },
     { "VPC_NAMES",         "names" },
+    { "VPC_LOG_FORMAT",    "log-format" },
 };
 
 
@@ -273,7 +278,9 @@ node_config_apply(struct vpc_node *n)
 {
     struct node_config  *cfg = &n->cfg;
 
-    if (log_set_level_name(cfg->log_level) != 0) {
+    if (log_setup(cfg->hub ? "hub" : "node", cfg->log_level,
+                  cfg->log_format) != 0)
+    {
         return -1;
     }
 

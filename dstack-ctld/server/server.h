@@ -34,6 +34,7 @@ struct server_config {
     char      *server_app_id;
     char      *gateway_domain;
     char      *log_level;
+    char      *log_format;
     uint64_t   key_lifetime;
     uint64_t   max_wait;
     uint64_t   max_polls_per_token;

@@ -92,6 +92,10 @@ const struct opt  server_opts[] = {
     { "log-level", OPT_STRING, O(log_level), 0, "LEVEL",
       "error, warn, info (default) or debug",
       "info" },
+    { "log-format", OPT_STRING, O(log_format), 0, "FORMAT",
+      "text (default) or json: one JSON object per line\n"
+      "(environment VPC_LOG_FORMAT)",
+      "text" },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
 };
 
@@ -100,6 +104,7 @@ const struct opt  server_opts[] = {
 static const struct opt_env  server_env[] = {
     { "ALLOWED_APPS",   "allowed-apps" },
     { "VPC_SERVER_URL", "server-url" },
+    { "VPC_LOG_FORMAT", "log-format" },
 };
 
 
@@ -179,7 +184,7 @@ server_config_apply(struct server *srv)
     struct server_config  *cfg = &srv->cfg;
     struct registry       *reg = &srv->reg;
 
-    if (log_set_level_name(cfg->log_level) != 0) {
+    if (log_setup("server", cfg->log_level, cfg->log_format) != 0) {
         return -1;
     }
 

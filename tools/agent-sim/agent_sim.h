@@ -46,6 +46,9 @@ typedef struct {
     char            device_id_hex[2 * 32 + 1];
     const char     *app_name;
     X509_NAME      *subject;        /* CN = app_name, the default subject */
+    int64_t         validity;       /* seconds from now of a leaf whose
+                                       request names no time; 0: the
+                                       default backdate and lifetime */
 } sim_app_t;
 
 /* the test KMS CA that every simulator on one CA directory shares */
@@ -116,8 +119,8 @@ int sim_tls_req_json(sim_tls_req_t *req, const char *body, size_t len,
     char *err, size_t err_size);
 int sim_tls_req_arg(sim_tls_req_t *req, const char *key, size_t key_len,
     const char *value, size_t len, char *err, size_t err_size);
-int sim_tls_req_finish(sim_tls_req_t *req, int64_t now, char *err,
-    size_t err_size);
+int sim_tls_req_finish(sim_tls_req_t *req, const sim_app_t *app, int64_t now,
+    char *err, size_t err_size);
 
 /* http.c */
 int sim_server_init(sim_server_t *srv, const sim_app_t *app,

@@ -98,7 +98,8 @@ sim_server_init(sim_server_t *srv, const sim_app_t *app, const sim_ca_t *ca)
 
     sim_tls_req_init(&req);
 
-    if (sim_tls_req_finish(&req, (int64_t) time(NULL), err, sizeof(err)) != 0
+    if (sim_tls_req_finish(&req, app, (int64_t) time(NULL), err, sizeof(err))
+        != 0
         || sim_issue(ca, app, &req, &app_cert) != 0)
     {
         sim_log("cannot issue the app certificate");
@@ -377,7 +378,8 @@ sim_get_tls_key(const sim_server_t *srv, struct MHD_Connection *c, int post,
     }
 
     if (rc == 0) {
-        rc = sim_tls_req_finish(&req, (int64_t) time(NULL), err, sizeof(err));
+        rc = sim_tls_req_finish(&req, srv->app, (int64_t) time(NULL), err,
+                                sizeof(err));
     }
 
     if (rc == 0 && sim_issue(srv->ca, srv->app, &req, &issued) != 0) {

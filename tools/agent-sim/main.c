@@ -31,11 +31,13 @@ typedef struct {
     const char  *app_id;
     const char  *instance_id;
     const char  *app_name;
+    const char  *validity;
 } sim_args_t;
 
 
 static int sim_args_parse(sim_args_t *args, int argc, char **argv);
 static int sim_app_init(sim_app_t *app, const sim_args_t *args);
+static int sim_seconds(const char *text, int64_t *out);
 static int sim_hex_id(const char *text, const char *option, char *out);
 static int sim_derive_id(char *out, size_t len, const char *what,
     const char *a, const char *b);
@@ -46,7 +48,7 @@ static int sim_socket_free(const char *path);
 
 static const char  sim_usage[] =
     "usage: " SIM_NAME " --socket PATH --ca-dir DIR --app-id HEX\n"
-    "           [--instance-id HEX] [--app-name NAME]\n"
+    "           [--instance-id HEX] [--app-name NAME] [--validity SECONDS]\n"
     "\n"
     "A stand-in for the dstack guest agent: serves /Info and /GetTlsKey on\n"
     "a unix socket and issues P-256 certificates carrying the app_id\n"
@@ -61,6 +63,9 @@ static const char  sim_usage[] =
     "                         and the socket path\n"
     "  -n, --app-name NAME    app name, the default certificate subject;\n"
     "                         default: the app id\n"
+    "  -v, --validity SECONDS leaves valid from now for SECONDS (1 to\n"
+    "                         31536000) unless the request says; default:\n"
+    "                         from an hour ago for 365 days\n"
     "  -h, --help             show this text\n"
     "\n"
     "Runs in the foreground, logs to stderr, stops on SIGTERM or SIGINT.\n"
@@ -72,6 +77,7 @@ static const struct option  sim_options[] = {
     { "app-id", required_argument, NULL, 'a' },
     { "instance-id", required_argument, NULL, 'i' },
     { "app-name", required_argument, NULL, 'n' },
+    { "validity", required_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
 };
@@ -175,7 +181,7 @@ sim_args_parse(sim_args_t *args, int argc, char **argv)
 
     memset(args, 0, sizeof(*args));
 
-    while ((opt = getopt_long(argc, argv, "s:c:a:i:n:h", sim_options, NULL))
+    while ((opt = getopt_long(argc, argv, "s:c:a:i:n:v:h", sim_options, NULL))
            != -1)
     {
         switch (opt) {
@@ -193,6 +199,9 @@ sim_args_parse(sim_args_t *args, int argc, char **argv)
             break;
         case 'n':
             args->app_name = optarg;
+            break;
+        case 'v':
+            args->validity = optarg;
             break;
         case 'h':
             fputs(sim_usage, stdout);
@@ -267,6 +276,13 @@ sim_app_init(sim_app_t *app, const sim_args_t *args)
         return -1;
     }
 
+    if (args->validity != NULL && sim_seconds(args->validity, &app->validity)
+                                  != 0)
+    {
+        sim_log("--validity: expected 1 to %d seconds", SIM_LEAF_LIFETIME);
+        return -1;
+    }
+
     app->app_name = (args->app_name != NULL) ? args->app_name
                                               : app->app_id_hex;
 
@@ -276,6 +292,28 @@ sim_app_init(sim_app_t *app, const sim_args_t *args)
         sim_log("--app-name: must be 1 to 64 characters of UTF-8");
         return -1;
     }
+
+    return 0;
+}
+
+
+/* a whole number of seconds, 1..SIM_LEAF_LIFETIME */
+static int
+sim_seconds(const char *text, int64_t *out)
+{
+    char       *end;
+    long long   v;
+
+    errno = 0;
+    v = strtoll(text, &end, 10);
+
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-'
+        || text[0] == '+' || v < 1 || v > SIM_LEAF_LIFETIME)
+    {
+        return -1;
+    }
+
+    *out = v;
 
     return 0;
 }

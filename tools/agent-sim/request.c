@@ -267,15 +267,18 @@ sim_tls_req_arg(sim_tls_req_t *req, const char *key, size_t key_len,
 
 
 int
-sim_tls_req_finish(sim_tls_req_t *req, int64_t now, char *err,
-    size_t err_size)
+sim_tls_req_finish(sim_tls_req_t *req, const sim_app_t *app, int64_t now,
+    char *err, size_t err_size)
 {
+    /* --validity: short-lived leaves for rotation tests, not backdated */
+
     if (req->not_before == SIM_TIME_UNSET) {
-        req->not_before = now - SIM_LEAF_BACKDATE;
+        req->not_before = app->validity ? now : now - SIM_LEAF_BACKDATE;
     }
 
     if (req->not_after == SIM_TIME_UNSET) {
-        req->not_after = now + SIM_LEAF_LIFETIME;
+        req->not_after = now + (app->validity ? app->validity
+                                              : SIM_LEAF_LIFETIME);
     }
 
     if (req->not_after <= req->not_before) {
