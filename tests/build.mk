@@ -7,7 +7,8 @@ UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
                 $(BUILD)/tests/parse_test $(BUILD)/tests/node_peers_test \
                 $(BUILD)/tests/log_test
 CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
-                $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts
+                $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts \
+                $(BUILD)/fuzz/fuzz_ctld_dns
 FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target \
                 $(CTLD_FUZZERS)
 FUZZ_SECONDS ?= 5
@@ -66,6 +67,14 @@ $(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/node/node_peers.
 	@mkdir -p $(@D)
 	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -ljansson \
 	    $(OPENSSL_LIBS) $(WG_LIBS)
+
+$(BUILD)/fuzz/fuzz_ctld_dns: tests/fuzz/fuzz_ctld_dns.c \
+                           dstack-ctld/node/node_dns_answer.c \
+                           dstack-ctld/node/node_names.c \
+                           $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
+	@mkdir -p $(@D)
+	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -lldns -ljansson \
+	    $(OPENSSL_LIBS) -lpthread
 
 # The node's peer set, delta by delta, against a full recomputation.
 $(BUILD)/tests/node_peers_test: tests/unit/node_peers_test.c tests/unit/tap.h \

@@ -87,7 +87,8 @@ my ($code, $help) = run(cmd => "$BIN node --help");
 is($code, 0, 'node --help: exit 0');
 for my $opt (qw(server-url server-app-id server-port agent-socket name node-type
                 endpoint state-dir interface backend listen-port mtu keepalive
-                hosts-file poll-wait retry-max hub data-dir log-level log-format config)) {
+                hosts-file names dns-listen resolv-conf poll-wait retry-max hub
+                data-dir log-level log-format config)) {
     like($help, qr/^  --\Q$opt\E\b/m, "  documents --$opt");
 }
 my ($c2, $top) = run(cmd => "$BIN --help");
@@ -108,6 +109,10 @@ my @usage = (
     ['--server-app-id none --frobnicate', qr/unknown option --frobnicate/],
     ['--hub --endpoint 192.0.2.1:51820', qr/the hub's endpoint is the server's/],
     ['--server-app-id none extra', qr/unexpected argument "extra"/],
+    ['--server-app-id none --names magic', qr/names: "magic" is not dns, hosts or both/],
+    ['--server-app-id none --dns-listen ::1', qr/dns-listen: "::1" is not A.B.C.D/],
+    ['--server-app-id none --dns-listen 127.0.0.153:5353',
+     qr/resolv.conf can only name port 53/],
 );
 for my $case (@usage) {
     my ($args, $msg) = @$case;
@@ -128,7 +133,7 @@ sub starts {
         open STDOUT, '>', $log;
         open STDERR, '>&', \*STDOUT;
         exec("$cmd --state-dir $TMP/s --agent-socket $TMP/none.sock"
-             . " --hosts-file none --retry-max 1s") or POSIX::_exit(127);
+             . " --names hosts --hosts-file none --retry-max 1s") or POSIX::_exit(127);
     }
     my $ok = 0;
     for (1 .. 50) {

@@ -102,7 +102,7 @@ my $dir = tempdir('ctld-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 sub role_lines {
     my (@args) = @_;
     my $cmd = join ' ', map { "'$_'" } 'timeout', '2', CtldTest::ctld_bin(), 'node',
-        '--server-url', 'http://127.0.0.1:1', '--hosts-file', 'none',
+        '--server-url', 'http://127.0.0.1:1', '--names', 'hosts', '--hosts-file', 'none',
         '--backend', 'uapi', '--log-format', 'json', @args;
     return scalar `$cmd 2>&1 </dev/null`;
 }

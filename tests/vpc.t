@@ -9,6 +9,9 @@ use warnings;
 
 use Test::More;
 
+use lib 'tests/lib';
+use VpcTest qw(out in vpn_address eventually);
+
 plan skip_all => 'needs root' if $>;
 plan skip_all => 'needs /dev/net/tun' unless -c '/dev/net/tun';
 
@@ -131,26 +134,11 @@ sub pid_of {
 }
 
 
-sub out {
-    my ($cvm, $cmd) = @_;
-    return scalar qx{bash $vpc exec $cvm $cmd 2>&1};
-}
-
-sub in {
-    my ($cvm, $cmd) = @_;
-    return system("bash $vpc exec $cvm $cmd >/dev/null 2>&1") == 0;
-}
-
 sub mesh {
     my ($cvm, $app, $path) = @_;
     return out($cvm, "curl -sS --max-time 20 -H 'x-dstack-target-app: $app' http://127.0.0.1$path");
 }
 
-sub vpn_address {
-    my ($cvm) = @_;
-    my $text = out($cvm, "ip -4 -o addr show dev wg-$cvm");
-    return $text =~ /inet (100\.[\d.]+)\// ? $1 : '';
-}
 
 sub public_key {
     my ($cvm) = @_;
@@ -176,11 +164,3 @@ sub handshake_with {
     return 0;
 }
 
-sub eventually {
-    my ($check) = @_;
-    for (1 .. 50) {
-        return 1 if $check->();
-        select undef, undef, undef, 0.2;
-    }
-    return 0;
-}

@@ -286,6 +286,51 @@ failed:
 }
 
 
+static int
+write_in_place(const char *path, const char *p, size_t n)
+{
+    int  fd, rc = -1;
+
+    fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        return -1;
+    }
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0) {
+            goto out;
+        }
+        p += w;
+        n -= (size_t) w;
+    }
+    rc = fsync(fd);
+out:
+    close(fd);
+    return rc;
+}
+
+
+int
+file_replace(const char *path, const void *data, size_t n, mode_t mode)
+{
+    mode_t  mask;
+    int     rc;
+
+    /* the file keeps its mode, whatever our umask */
+    mask = umask(0);
+    rc = file_write_atomic(path, data, n, mode);
+    umask(mask);
+    if (rc != 0 && (errno == EBUSY || errno == EXDEV)) {
+        log_warn("%s is a mount point: rewriting it in place", path);
+        rc = write_in_place(path, data, n);
+    }
+    return rc;
+}
+
+
 ssize_t
 file_read_small(const char *path, char *buf, size_t bufsz)
 {

@@ -51,6 +51,13 @@ int     file_write_atomic(const char *path, const void *data, size_t n,
  * the fd stays open, and the lock held, until exit (the kernel drops it if
  * the process dies).  -1 after logging why; "who" names the holder.
  */
+/*
+ * file_write_atomic, and where path is a mount point (a bind-mounted
+ * /etc/hosts or /etc/resolv.conf: Docker, "ip netns exec"), where rename()
+ * fails with EBUSY or EXDEV, path rewritten in place instead (truncate,
+ * write, fsync) after one warning.  The file keeps the given mode.
+ */
+int     file_replace(const char *path, const void *data, size_t n, mode_t mode);
 int     dir_lock(const char *dir, const char *name, const char *who);
 /* reads a small file whole; -1 with errno ENOENT when it does not exist */
 ssize_t file_read_small(const char *path, char *buf, size_t bufsz);

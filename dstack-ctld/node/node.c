@@ -371,7 +371,9 @@ update_hosts(struct vpc_node *n)
     size_t       cap;
     char         addr[INET_ADDRSTRLEN];
 
-    if (strcmp(n->cfg.hosts_file, "none") == 0 || !n->have_peers) {
+    if (strcmp(n->cfg.hosts_file, "none") == 0 || !n->have_peers
+        || !(n->names_mode & NAMES_HOSTS))
+    {
         return;
     }
     cap = (n->peers.n + 1) * (INET_ADDRSTRLEN + DNS_LABEL_MAX + 32) + 1;
@@ -399,6 +401,79 @@ update_hosts(struct vpc_node *n)
     log_info("%s: %zu names", n->cfg.hosts_file, n->peers.n + !n->self.hub);
     free(n->hosts_block);
     n->hosts_block = block;
+}
+
+
+/* the DNS server's names: the same the hosts block has */
+static void
+update_names(struct vpc_node *n)
+{
+    struct node_name  self;
+
+    if (n->dns == NULL || !n->have_peers) {
+        return;
+    }
+    if (!n->self.hub) {
+        snprintf(self.name, sizeof(self.name), "%s", n->state.name);
+        inet_pton(AF_INET, n->state.address, &self.addr);
+    }
+    name_table_sync(&n->names, n->self.hub ? NULL : &self, &n->peers);
+}
+
+
+/* the DNS server, and the CVM's resolver pointed at it: 0, or -1 logged */
+static int
+names_start(struct vpc_node *n, const char *dir)
+{
+    struct dns_upstreams  up;
+    char                  saved[PATH_MAX];
+    const char           *path = n->cfg.resolv_conf;
+    bool                  rewrite = strcmp(path, "none") != 0;
+    int                   rc;
+
+    if (!(n->names_mode & NAMES_DNS)) {
+        return 0;
+    }
+    /* a block a --names hosts run left would hide the server's names */
+    if (!(n->names_mode & NAMES_HOSTS) && strcmp(n->cfg.hosts_file, "none") != 0) {
+        hosts_clear_block(n->cfg.hosts_file);
+    }
+    if (dir_file(dir, RESOLV_SAVED_FILE, saved) != 0
+        || name_table_init(&n->names) != 0)
+    {
+        return -1;
+    }
+    if (resolv_take_over(rewrite ? path : "/etc/resolv.conf", saved,
+                         &n->dns_addr, false, &up) < 0)
+    {
+        return -1;
+    }
+    n->dns = dns_start(&n->names, &n->dns_addr, &up);
+    if (n->dns == NULL) {
+        return -1;
+    }
+    if (rewrite) {
+        rc = resolv_take_over(path, saved, &n->dns_addr, true, &up);
+        if (rc < 0) {
+            return -1;
+        }
+        n->resolv_taken = rc == 1;
+    }
+    return 0;
+}
+
+
+static void
+names_stop(struct vpc_node *n, const char *dir)
+{
+    char  saved[PATH_MAX];
+
+    if (n->resolv_taken && dir_file(dir, RESOLV_SAVED_FILE, saved) == 0) {
+        resolv_restore(n->cfg.resolv_conf, saved);
+    }
+    dns_stop(n->dns);
+    n->dns = NULL;
+    name_table_free(&n->names);
 }
 
 
@@ -497,6 +572,7 @@ handle_answer(struct vpc_node *n, json_t *answer, const char *from)
         save_peers(n, snapshot);
     }
     update_hosts(n);
+    update_names(n);
     return 0;
 }
 
@@ -700,6 +776,9 @@ node_run(struct vpc_node *n)
     if (!n->self.hub && node_key(n) != 0) {
         goto done;
     }
+    if (names_start(n, dir) != 0) {
+        goto done;
+    }
     node_status_start(n);       /* a node without it still runs */
     log_info("dstack-ctld node%s starting: interface %s, backend %s, port %"
              PRIu64 "%s%s", n->self.hub ? " (hub)" : "", n->cfg.interface,
@@ -711,6 +790,7 @@ node_run(struct vpc_node *n)
 
 done:
     node_status_stop(n);
+    names_stop(n, dir);
     if (n->self.hub) {
         apply_hub_stop(n);
     }

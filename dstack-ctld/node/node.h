@@ -17,16 +17,25 @@
  *   node_firewall.c the hub's forwarding filter (nftables)
  *   node_hosts.c    the marked block of the hosts file
  *   node_status.c   `dstack-ctld status`: a unix socket, a thread of its own
+ *   node_names.c    the names the DNS server answers (a hash table)
+ *   node_dns.c      the DNS server: sockets, its thread, forwarding
+ *   node_dns_answer.c  one query: answered, forwarded or dropped (ldns)
+ *   node_resolv.c   resolv.conf pointed at the DNS server, and restored
  */
 
 #ifndef CTLD_NODE_H
 #define CTLD_NODE_H
 
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 
@@ -45,6 +54,7 @@
 #define HUB_KEY_FILE      "wg.key"          /* made by the server */
 #define NODE_STATUS_SOCKET "node.sock"      /* in --state-dir */
 #define HUB_STATUS_SOCKET  "hub.sock"       /* the hub: in --data-dir */
+#define RESOLV_SAVED_FILE "resolv.conf.orig"  /* the CVM's, while we run */
 
 /* exit status of a node the server removed while it ran */
 #define NODE_EXIT_REMOVED  3
@@ -61,6 +71,9 @@ struct node_config {
     char      *interface;
     char      *backend;
     char      *hosts_file;
+    char      *names;
+    char      *dns_listen;
+    char      *resolv_conf;
     char      *data_dir;
     char      *log_level;
     char      *log_format;
@@ -74,6 +87,39 @@ struct node_config {
 };
 
 extern const struct opt  node_opts[];
+
+/* where names under dstack.internal come from (--names) */
+enum node_names {
+    NAMES_DNS = 1,      /* the node's DNS server, resolv.conf pointed at it */
+    NAMES_HOSTS = 2,    /* the marked block of the hosts file */
+    NAMES_BOTH = NAMES_DNS | NAMES_HOSTS
+};
+
+/* one name of the table: <name>.dstack.internal */
+struct node_name {
+    char            name[DNS_LABEL_MAX + 1];
+    struct in_addr  addr;
+};
+
+/* node_names.c: the names the DNS server answers, label -> address */
+struct name_entry;
+struct name_table {
+    pthread_rwlock_t    lock;       /* readers: the DNS threads */
+    struct name_entry  *slots;
+    size_t              cap, count; /* cap: a power of two */
+    uint32_t            sync;
+    bool                ready;      /* a peer set was synced (atomic) */
+};
+
+#define DNS_UPSTREAMS_MAX   3       /* resolv.conf's MAXNS */
+#define DNS_TTL             5       /* seconds: names follow the VPC */
+
+/* the resolvers of the CVM's original resolv.conf */
+struct dns_upstreams {
+    struct sockaddr_storage  addr[DNS_UPSTREAMS_MAX];
+    socklen_t                len[DNS_UPSTREAMS_MAX];
+    size_t                   n;
+};
 
 /* how the node reaches the server */
 enum node_route {
@@ -188,6 +234,11 @@ struct vpc_node {
     enum node_transport   hub_transport;        /* path to the hub now */
     time_t                hub_transport_since;  /* when it last changed (wall clock) */
     struct node_status   *status;       /* node_status.c; NULL: not served */
+    enum node_names       names_mode;
+    struct sockaddr_in    dns_addr;     /* --dns-listen */
+    struct name_table     names;
+    struct dns_server    *dns;
+    bool                  resolv_taken; /* resolv.conf is ours until exit */
 };
 
 /* node_config.c */
@@ -220,6 +271,8 @@ enum api_result  node_api_report(struct vpc_node *n);
 enum api_result  node_api_poll(struct vpc_node *n, uint64_t wait, json_t **answer);
 
 /* node_state.c */
+/* <dir>/<name> into path: 0, or -1 logged (too long) */
+int   dir_file(const char *dir, const char *name, char path[PATH_MAX]);
 int   node_state_load(const char *dir, struct node_state *st);
 int   node_state_save(const char *dir, const struct node_state *st);
 void  node_state_forget(const char *dir);
@@ -314,5 +367,48 @@ int   hosts_write_block(const char *path, const char *block);
  * place: the first block replaced, or appended; NULL: out of memory */
 char *hosts_splice(const char *old, size_t old_len, const char *block,
                    size_t *len, bool *unterminated);
+
+/* node_hosts.c: the block emptied, when the file has one (--names dns) */
+int   hosts_clear_block(const char *path);
+
+/* node_names.c */
+int   name_table_init(struct name_table *t);
+void  name_table_free(struct name_table *t);
+/* the table made to hold self (if not NULL) and the set's names: each
+ * name added, moved or removed alone; -1 logged (out of memory) */
+int   name_table_sync(struct name_table *t, const struct node_name *self,
+                      const struct peer_set *s);
+/* the address of label s[0, len), any case */
+bool  name_table_lookup(struct name_table *t, const char *s, size_t len,
+                        struct in_addr *addr);
+bool  name_table_ready(struct name_table *t);
+
+/* node_dns_answer.c */
+enum dns_verdict {
+    DNS_DROP,           /* no answer at all */
+    DNS_REPLY,          /* *out (malloc'd) is the answer */
+    DNS_FORWARD         /* not ours: to the CVM's resolvers */
+};
+/* one query (a datagram, or a TCP message without its length) */
+enum dns_verdict  dns_answer(struct name_table *t, const uint8_t *q, size_t len,
+                             bool tcp, uint8_t **out, size_t *out_len);
+/* SERVFAIL to q: DNS_REPLY, or DNS_DROP when q cannot be parsed */
+enum dns_verdict  dns_servfail(const uint8_t *q, size_t len, uint8_t **out,
+                               size_t *out_len);
+
+/* node_dns.c: the server's thread; NULL logged */
+struct dns_server;
+struct dns_server *dns_start(struct name_table *names,
+                             const struct sockaddr_in *listen,
+                             const struct dns_upstreams *up);
+void  dns_stop(struct dns_server *s);
+
+/* node_resolv.c: the resolvers of path's original (saved while path is
+ * ours) into up; with rewrite, the original saved to saved and path
+ * pointed at self.  1: path rewritten, 0: not, -1 logged */
+int   resolv_take_over(const char *path, const char *saved,
+                       const struct sockaddr_in *self, bool rewrite,
+                       struct dns_upstreams *up);
+void  resolv_restore(const char *path, const char *saved);
 
 #endif

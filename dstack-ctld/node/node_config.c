@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include "lib/log.h"
 #include "node/node.h"
 
@@ -11,6 +13,7 @@
 
 #define MESH_URL_DEFAULT    "http://127.0.0.1:80"
 #define SERVER_URL_DEFAULT  "http://127.0.0.1:8000"     /* server --listen */
+#define DNS_LISTEN_DEFAULT  "127.0.0.153:53"
 
 const struct opt  node_opts[] = {
     { "server-url", OPT_STRING, O(server_url), 0, "URL",
@@ -71,6 +74,21 @@ const struct opt  node_opts[] = {
       "hosts file with our marked block (default\n"
       "/etc/hosts; \"none\": leave it alone)",
       "/etc/hosts" },
+    { "names", OPT_STRING, O(names), 0, "MODE",
+      "where <name>." DNS_DOMAIN " comes from: dns\n"
+      "(default: the node's DNS server, resolv.conf\n"
+      "pointed at it), hosts (the hosts file's block) or\n"
+      "both (environment VPC_NAMES)",
+      "dns" },
+    { "dns-listen", OPT_STRING, O(dns_listen), 0, "ADDR[:PORT]",
+      "the DNS server's loopback IPv4 address (default\n"
+      DNS_LISTEN_DEFAULT "; resolv.conf needs port 53)",
+      DNS_LISTEN_DEFAULT },
+    { "resolv-conf", OPT_STRING, O(resolv_conf), 0, "PATH",
+      "the resolver file pointed at the DNS server and\n"
+      "restored on exit (default /etc/resolv.conf;\n"
+      "\"none\": leave it alone, forward to its resolvers)",
+      "/etc/resolv.conf" },
     { "poll-wait", OPT_DURATION, O(poll_wait), 3600, "DURATION",
       "long-poll wait (default 50s, below nginx's)",
       "50s" },
@@ -102,6 +120,7 @@ static const struct opt_env  node_env[] = {
     { "NODE_NAME",         "name" },
     { "VPC_NODE_NAME",     "name" },        /* wins over NODE_NAME */
     { "VPC_NODE_TYPE",     "node-type" },
+    { "VPC_NAMES",         "names" },
     { "VPC_LOG_FORMAT",    "log-format" },
 };
 
@@ -153,6 +172,53 @@ parse_server_url(const char *url, struct addr_spec *out)
         strcat(buf, ":80");
     }
     return addr_spec_parse(buf, out);
+}
+
+
+/* --names and the DNS server's address: "A.B.C.D[:PORT]" */
+static int
+parse_names(struct vpc_node *n)
+{
+    struct node_config  *cfg = &n->cfg;
+    char                 host[INET_ADDRSTRLEN + 8], *colon;
+    uint64_t             port = 53;
+
+    if (strcmp(cfg->names, "dns") == 0) {
+        n->names_mode = NAMES_DNS;
+    } else if (strcmp(cfg->names, "hosts") == 0) {
+        n->names_mode = NAMES_HOSTS;
+    } else if (strcmp(cfg->names, "both") == 0) {
+        n->names_mode = NAMES_BOTH;
+    } else {
+        fprintf(stderr, "names: \"%s\" is not dns, hosts or both\n", cfg->names);
+        return -1;
+    }
+    snprintf(host, sizeof(host), "%s", cfg->dns_listen);
+    colon = strchr(host, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+        if (!parse_u64(colon + 1, 65535, &port)) {
+            port = 0;
+        }
+    }
+    memset(&n->dns_addr, 0, sizeof(n->dns_addr));
+    n->dns_addr.sin_family = AF_INET;
+    n->dns_addr.sin_port = htons((uint16_t) port);
+    if (strlen(cfg->dns_listen) >= sizeof(host) || port == 0
+        || inet_pton(AF_INET, host, &n->dns_addr.sin_addr) != 1)
+    {
+        fprintf(stderr, "dns-listen: \"%s\" is not A.B.C.D[:PORT]\n",
+                cfg->dns_listen);
+        return -1;
+    }
+    if ((n->names_mode & NAMES_DNS) && port != 53
+        && strcmp(cfg->resolv_conf, "none") != 0)
+    {
+        fprintf(stderr, "dns-listen: resolv.conf can only name port 53"
+                " (or give --resolv-conf none)\n");
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -245,10 +311,16 @@ node_config_apply(struct vpc_node *n)
         fprintf(stderr, "poll-wait and retry-max must be at least 1s\n");
         return -1;
     }
+    if (parse_names(n) != 0) {
+        return -1;
+    }
     if (cfg->server_url == NULL) {
         cfg->server_url = strdup(cfg->hub ? SERVER_URL_DEFAULT
                                           : MESH_URL_DEFAULT);
-        if (cfg->server_url == NULL) {
+        if (parse_names(n) != 0) {
+        return -1;
+    }
+    if (cfg->server_url == NULL) {
             return -1;
         }
     }
@@ -298,7 +370,8 @@ node_usage(FILE *out)
         "Settings come from the defaults, then the config file (--config, or\n"
         "the environment's DSTACK_CTLD_CONFIG; section [node]), then the\n"
         "environment (DSTACK_MESH_URL, VPC_SERVER_APP_ID, VPC_SERVER_PORT,\n"
-        "VPC_NODE_NAME or NODE_NAME, VPC_NODE_TYPE), then these flags:\n"
+        "VPC_NODE_NAME or NODE_NAME, VPC_NODE_TYPE, VPC_NAMES), then these\n"
+        "flags:\n"
         "\n");
     opts_usage(out, node_opts);
     fprintf(out,

@@ -96,33 +96,6 @@ find_line(const char *text, size_t len, size_t from, const char *mark,
 }
 
 
-static int
-write_in_place(const char *path, const char *text, size_t len)
-{
-    int  fd, rc = -1;
-
-    fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        return -1;
-    }
-    while (len > 0) {
-        ssize_t w = write(fd, text, len);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0) {
-            goto out;
-        }
-        text += w;
-        len -= (size_t) w;
-    }
-    rc = fsync(fd);
-out:
-    close(fd);
-    return rc;
-}
-
-
 char *
 hosts_splice(const char *old, size_t old_len, const char *block, size_t *len,
              bool *unterminated)
@@ -170,7 +143,7 @@ hosts_write_block(const char *path, const char *block)
 {
     char        *old, *text;
     size_t       old_len, len;
-    mode_t       mode, mask;
+    mode_t       mode;
     bool         unterminated;
     int          rc;
 
@@ -192,14 +165,7 @@ hosts_write_block(const char *path, const char *block)
 
     rc = 0;
     if (len != old_len || memcmp(text, old, len) != 0) {
-        /* the file keeps its mode, whatever our umask */
-        mask = umask(0);
-        rc = file_write_atomic(path, text, len, mode);
-        umask(mask);
-        if (rc != 0 && (errno == EBUSY || errno == EXDEV)) {
-            log_warn("%s is a mount point: rewriting it in place", path);
-            rc = write_in_place(path, text, len);
-        }
+        rc = file_replace(path, text, len, mode);
         if (rc != 0) {
             log_error("cannot write %s: %s", path, strerror(errno));
         }
@@ -207,4 +173,19 @@ hosts_write_block(const char *path, const char *block)
     free(text);
     free(old);
     return rc;
+}
+
+
+int
+hosts_clear_block(const char *path)
+{
+    char    *old;
+    size_t   len, after;
+    mode_t   mode;
+    bool     has;
+
+    old = read_all(path, &len, &mode);
+    has = old != NULL && find_line(old, len, 0, BEGIN_MARK, &after) != NULL;
+    free(old);
+    return has ? hosts_write_block(path, "") : 0;
 }

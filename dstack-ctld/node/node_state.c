@@ -23,7 +23,7 @@
 #define STATE_MAX  4096
 
 
-static int
+int
 dir_file(const char *dir, const char *name, char path[PATH_MAX])
 {
     if (snprintf(path, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX) {

@@ -153,7 +153,10 @@ sub start_agent {
     return $sock;
 }
 
-# `dstack-ctld node` in namespace $where->{ns}; the handle stops it
+# `dstack-ctld node` in namespace $where->{ns}; the handle stops it.  Names
+# go to the hosts block (--names hosts) unless @args say otherwise: these
+# namespaces have no resolv.conf of their own, and a DNS-mode node would
+# point the host's /etc/resolv.conf at itself
 sub start_node {
     my ($dir, $where, @args) = @_;
     my $bin = ($ENV{DSTACK_BIN} // 'build/bin') . '/dstack-ctld';
@@ -161,7 +164,7 @@ sub start_node {
     my $self = bless { log => $log, where => $where }, 'NodeTest::Node';
     $self->{pid} = spawn($log, 'ip', 'netns', 'exec', $where->{ns}, $bin, 'node',
                          '--interface', $where->{ifname}, '--backend', 'uapi',
-                         @args);
+                         '--names', 'hosts', @args);
     return $self;
 }
 

@@ -112,11 +112,15 @@ cvm_net() {
     ip -n "$P-$cvm" addr add "${IP[$cvm]}/24" dev eth0
     ip -n "$P-$cvm" link set eth0 up
     ip -n "$P-$cvm" link set lo up
-    # names under dstack.internal come from the node's hosts block, which
-    # "ip netns exec" shows each process of the namespace as /etc/hosts
+    # "ip netns exec" shows each process of the namespace these files as
+    # /etc/hosts and /etc/resolv.conf (bind mounts): names under
+    # dstack.internal come from the node's DNS server, which points
+    # resolv.conf at itself (or, with VPC_NAMES=hosts, from its hosts block)
     mkdir -p "/etc/netns/$P-$cvm"
     printf '127.0.0.1 localhost\n%s %s\n' "${IP[$cvm]}" "$cvm" \
         > "/etc/netns/$P-$cvm/hosts"
+    printf '# no resolver outside the VPC is reachable from %s\n' "$cvm" \
+        > "/etc/netns/$P-$cvm/resolv.conf"
 }
 
 
