@@ -28,6 +28,8 @@ all:
 include mk/deps.mk
 include mk/common.mk
 include mk/module.mk
+include mk/image.mk
+include mk/deb.mk
 include dstack-ctld/wg.mk
 include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 
