@@ -13,9 +13,9 @@ IMAGE_ROOTFS   := $(IMAGE_DIR)/rootfs
 IMAGE_BASE     := localhost/dstack-vpc-base:12
 IMAGE          := localhost/dstack-vpc:latest
 DEBIAN_MIRROR  ?= http://deb.debian.org/debian
-PODMAN         := CONTAINERS_CONF=$(ROOT)/docker/containers.conf podman \
-                  --root $(IMAGE_DIR)/storage --runroot $(IMAGE_DIR)/run \
+PODMAN         := podman --root $(IMAGE_DIR)/storage --runroot $(IMAGE_DIR)/run \
                   --storage-driver vfs
+export CONTAINERS_CONF := $(ROOT)/docker/containers.conf
 
 .PHONY: image image-base test-image
 
