@@ -44,6 +44,7 @@ like($node_run, qr/VPC_SERVER_APP_ID=/, 'README: the node\'s docker run');
 $ENV{DV_PREFIX} = 'di';
 $ENV{DV_DIR} = $dir;
 $ENV{NODES} = 'n1 n2';
+$ENV{NGX_MODULES} = '/usr/lib/nginx/modules/ngx_stream_module.so';   # the gateway's
 my @containers = map { "di-$_" } qw(srv n1 n2);
 END {
     if ($ENV{DV_PREFIX}) {
@@ -95,16 +96,17 @@ for my $n (qw(n1 n2)) {
          "$n joined: wg-dstack has " . ($addr{$n} // 'no address'))
         or diag(qx{$podman logs di-$n 2>&1 | tail -20});
 }
-my $list = qx{$podman exec di-srv dstack-ctld nodes list --data-dir /var/lib/dstack-vpc
-              --listen unix:/run/dstack-vpc/ctld.sock 2>&1};
+my $nodes = 'dstack-ctld nodes list --data-dir /var/lib/dstack-vpc'
+          . ' --listen unix:/run/dstack-vpc/ctld.sock';
+my $list = qx{$podman exec di-srv $nodes 2>&1};
 like($list, qr/\bn1\b.*\Q$addr{n1}\E/, 'the server lists n1 with its address')
     or diag($list);
 like($list, qr/\bn2\b.*\Q$addr{n2}\E/, 'and n2');
 
 # --- a mesh call with the verified caller, a ping by name
 
-my $call = qx{$podman exec di-n1 curl -sS --max-time 20 -H 'x-dstack-target-app: $APP{n2}'
-              http://127.0.0.1/hello 2>&1};
+my $mesh = "curl -sS --max-time 20 -H 'x-dstack-target-app: $APP{n2}' http://127.0.0.1/hello";
+my $call = qx{$podman exec di-n1 $mesh 2>&1};
 like($call, qr/^n2 answers \/hello for $APP{n1}$/m,
      'mesh call n1 -> n2 through the gateway: the backend sees n1\'s verified app id')
     or diag($call, qx{$podman logs di-n2 2>&1 | tail -20});
@@ -160,7 +162,7 @@ docker() {
         shift
     done
     # shellcheck disable=SC2086
-    $PODMAN run "${args[@]}"
+    $PODMAN run "${args[@]}" >/dev/null
 }
 EOF
     local %ENV = (%ENV, %vars, NAME => $name, AGENT => "$dir/$cvm/dstack.sock",
