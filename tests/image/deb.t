@@ -36,13 +36,16 @@ is(system("$podman run -d --name $c --network host -v $debs:/debs:ro $base sleep
 # nginx and systemd from the archive, then what the packages depend on
 my $deps = join ', ', map { my $d = qx{dpkg-deb -f $_ Depends}; chomp $d; $d } @debs;
 $deps = join ', ', grep { !/^nginx-abi-/ } split /,\s*/, $deps;
-is(in("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
-      . " --no-install-recommends nginx systemd >/dev/null"
-      . " && DEBIAN_FRONTEND=noninteractive apt-get satisfy -y -q --no-install-recommends"
-      . " '$deps' >/dev/null"), '', 'nginx, systemd and the dependencies from the archive');
+my $out = in("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
+             . " --no-install-recommends nginx systemd >/dev/null"
+             . " && DEBIAN_FRONTEND=noninteractive apt-get satisfy -y -q --no-install-recommends"
+             . " '$deps' >/dev/null; echo status \$?");
+like($out, qr/status 0$/, 'nginx, systemd and the dependencies from the archive') or diag($out);
 
-is(in('dpkg -i /debs/' . join(' /debs/', map { s{.*/}{}r } @debs) . ' >/dev/null'), '',
-   'dpkg -i installs both packages');
+$out = in('dpkg -i /debs/' . join(' /debs/', map { s{.*/}{}r } @debs) . '; echo status $?');
+like($out, qr/status 0$/, 'dpkg -i installs both packages') or diag($out);
+like(in("dpkg-query -W -f '\${db:Status-Abbrev}\n' libnginx-mod-http-dstack-mesh dstack-ctld"),
+     qr/\Aii \nii \n\z/, '  both installed and configured');
 
 # --- the module, enabled as Debian's nginx modules are
 
