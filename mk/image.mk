@@ -46,8 +46,8 @@ image: deps image-base
 	$(PODMAN) build --network host --build-arg BASE=$(IMAGE_BASE) \
 	    -f docker/Dockerfile -t $(IMAGE) .
 
+# the simulator plays each CVM's guest agent
 test-image: deps
-	$(MAKE) all
-	$(MAKE) image deb
+	$(MAKE) agent-sim image deb
 	PODMAN="$(PODMAN)" IMAGE=$(IMAGE) IMAGE_BASE=$(IMAGE_BASE) DSTACK_BIN=$(BIN) \
 	    tests/run tests/image/*.t

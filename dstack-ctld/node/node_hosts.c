@@ -9,8 +9,10 @@
  * Lines outside the block are kept byte for byte.  The file is replaced
  * atomically (a temporary file in the same directory, fsync, rename), and
  * only when the text changes.  A hosts file that is a bind mount (as
- * Docker gives containers) cannot be renamed over: that one is rewritten
- * in place, with a warning.
+ * Docker gives containers) cannot be renamed over, nor can one made the
+ * only writable file of a read-only /etc (systemd's ProtectSystem=strict
+ * with ReadWritePaths=/etc/hosts): those are rewritten in place, with a
+ * warning.
  */
 
 #include <errno.h>
@@ -196,7 +198,7 @@ hosts_write_block(const char *path, const char *block)
         mask = umask(0);
         rc = file_write_atomic(path, text, len, mode);
         umask(mask);
-        if (rc != 0 && (errno == EBUSY || errno == EXDEV)) {
+        if (rc != 0 && (errno == EBUSY || errno == EXDEV || errno == EROFS)) {
             log_warn("%s is a mount point: rewriting it in place", path);
             rc = write_in_place(path, text, len);
         }

@@ -16,7 +16,10 @@ use warnings;
 
 use Test::More;
 use Cwd qw(getcwd);
+use FindBin;
 use Time::HiRes qw(sleep);
+use lib "$FindBin::Bin/../lib";
+use DstackTest qw(write_file);
 
 my $podman = $ENV{PODMAN} // 'podman';
 my $image = $ENV{IMAGE} // 'localhost/dstack-vpc:latest';
@@ -171,13 +174,6 @@ EOF
     print $sh $script;
     close $sh;
     return $?;
-}
-
-sub write_file {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh or die "$file: $!";
 }
 
 sub eventually {
