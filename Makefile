@@ -4,6 +4,9 @@
 #   make         build everything into build/
 #   make test    build, then run every test (one summary line at the end)
 #   make demo    a local VPC in network namespaces, step by step (ONCE=1: then exit)
+#   make image   the container image, with podman (mk/image.mk)
+#   make deb     the Debian packages (mk/deb.mk, debian/)
+#   make test-image   both, run and installed (tests/image/)
 
 SHELL       := /bin/bash
 ROOT        := $(CURDIR)
