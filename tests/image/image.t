@@ -19,7 +19,7 @@ use Cwd qw(getcwd);
 use FindBin;
 use Time::HiRes qw(sleep);
 use lib "$FindBin::Bin/../lib";
-use DstackTest qw(write_file);
+use DstackTest qw(write_file eventually);
 
 my $podman = $ENV{PODMAN} // 'podman';
 my $image = $ENV{IMAGE} // 'localhost/dstack-vpc:latest';
@@ -174,13 +174,4 @@ EOF
     print $sh $script;
     close $sh;
     return $?;
-}
-
-sub eventually {
-    my ($check, $seconds) = @_;
-    for (1 .. ($seconds // 10) * 5) {
-        return 1 if $check->();
-        sleep 0.2;
-    }
-    return 0;
 }
