@@ -94,6 +94,8 @@ static struct {
     /* options */
     struct sockaddr_storage  addr;
     socklen_t                addr_len;
+    struct sockaddr_in       bind_addr;     /* --bind: the source address */
+    int                      bind;
     unsigned                 nconns;
     double                   duration;
     double                   warmup;
@@ -259,6 +261,9 @@ conn_open(struct conn *c)
     }
     if (g.addr.ss_family == AF_INET) {
         (void) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (g.bind && bind(c->fd, (struct sockaddr *) &g.bind_addr, sizeof g.bind_addr) != 0) {
+        die("bind: %s", strerror(errno));
     }
     if (connect(c->fd, (struct sockaddr *) &g.addr, g.addr_len) != 0
         && errno != EINPROGRESS)
@@ -726,6 +731,8 @@ usage(void)
 "                [--header 'N: V']... [--watch PID]...\n"
 "       ctldload poll --addr A --tokens FILE --since V [--wait S]\n"
 "                [--connect-max N] [--timeout S] [--watch PID]...\n"
+"--bind IP: the source address of every connection (several pollers\n"
+"           of one server each take another 127.0.0.x: ports per source)\n"
 "A: 127.0.0.1:PORT or unix:PATH (see the comment at the top of ctldload.c)\n");
     exit(2);
 }
@@ -1010,6 +1017,7 @@ main(int argc, char **argv)
         { "wait",        required_argument, NULL, 'x' },
         { "connect-max", required_argument, NULL, 'm' },
         { "timeout",     required_argument, NULL, 'T' },
+        { "bind",        required_argument, NULL, 'b' },
         { NULL, 0, NULL, 0 }
     };
     const char          *mode, *input = NULL, *output = NULL, *tokens = NULL;
@@ -1050,6 +1058,13 @@ main(int argc, char **argv)
         case 'x': g.wait = (unsigned) number(optarg, "wait", 86400); break;
         case 'm': g.connect_max = (unsigned) number(optarg, "connect-max", 60000); break;
         case 'T': g.timeout = number(optarg, "timeout", 86400); break;
+        case 'b':
+            if (inet_pton(AF_INET, optarg, &g.bind_addr.sin_addr) != 1) {
+                die("--bind wants an IPv4 address");
+            }
+            g.bind_addr.sin_family = AF_INET;
+            g.bind = 1;
+            break;
         default: usage();
         }
     }

@@ -95,6 +95,24 @@ if $SERVER; then
             is_hex_id "$app" || die "VPC_ALLOWED_APPS: \"$app\" is not an app id (hex) nor \"any\""
         done
     fi
+    # the VPC's size sizes what fronts the server: every node parks a peer
+    # poll, which is a client and an upstream connection in nginx and a
+    # connection of dstack-ctld (plus room for joins, discovery, the hub)
+    MAX_NODES=${VPC_MAX_NODES:-1000}
+    if ! [[ $MAX_NODES =~ ^[0-9]{1,7}$ ]] || (( MAX_NODES < 1 || MAX_NODES > 1000000 )); then
+        die "VPC_MAX_NODES: \"$MAX_NODES\" is not a number of nodes (1 to 1000000)"
+    fi
+    CTLD_CONNECTIONS=$(( MAX_NODES + 1024 > 16384 ? MAX_NODES + 1024 : 16384 ))
+    NGX_CONNECTIONS=$(( 2 * (MAX_NODES + 1024) > 4096 ? 2 * (MAX_NODES + 1024) : 4096 ))
+    NGX_NOFILE=$(( NGX_CONNECTIONS + 1024 ))
+    KEEPALIVE=$(( MAX_NODES > 1024 ? MAX_NODES : 1024 ))
+    need=$(( NGX_NOFILE > CTLD_CONNECTIONS + 64 ? NGX_NOFILE : CTLD_CONNECTIONS + 64 ))
+    nofile=$(ulimit -Hn)
+    if [ "$nofile" != unlimited ] && (( nofile < need )); then
+        die "VPC_MAX_NODES=$MAX_NODES needs $need open files per process;" \
+            "the hard limit here is $nofile: raise it (docker run --ulimit" \
+            "nofile=$need:$need, or ulimits: nofile: in compose)"
+    fi
 else
     ROLE=node
     MESH_BACKEND=${MESH_BACKEND:-}
@@ -231,11 +249,19 @@ render_nginx() {
     # workers in the group of the server's socket (a master run as root
     # would otherwise give them nobody's)
     if [ "$ROLE" = server ] && (( EUID == 0 )); then echo "user $NGINX_USER;"; fi
+    # the server: sized for VPC_MAX_NODES, each worker for all of them (the
+    # kernel does not spread connections evenly between workers)
+    if [ "$ROLE" = server ]; then
+        echo "worker_rlimit_nofile $NGX_NOFILE;"
+        events="worker_connections $NGX_CONNECTIONS;"
+    else
+        events="worker_connections 4096;"
+    fi
     cat <<EOF
 pid $NGX_DIR/nginx.pid;
 error_log stderr warn;
 worker_processes auto;
-events { worker_connections 4096; }
+events { $events }
 
 http {
     log_format mesh '\$remote_addr app=\$mesh_app_id "\$request" \$status '
@@ -251,6 +277,20 @@ http {
     mesh_certificate_key      $TLS_DIR/key.pem;
     mesh_trusted_certificate  $TLS_DIR/ca.pem;
 EOF
+    if [ "$ROLE" = server ]; then
+        # connections to dstack-ctld kept open: a node's next poll reuses
+        # the one its last poll used instead of connecting again
+        cat <<EOF
+
+    upstream dstack_ctld {
+        server $MESH_BACKEND;
+        keepalive $KEEPALIVE;
+        keepalive_requests 1000000;
+        keepalive_timeout 600s;
+    }
+EOF
+        backend=http://dstack_ctld
+    fi
     if [ -n "$MESH_BACKEND" ]; then
         cat <<EOF
 
@@ -328,6 +368,7 @@ fi
 
 if [ "$ROLE" = server ]; then
     server_cmd=("$CTLD" server --listen "$MESH_BACKEND" --data-dir "$DATA_DIR"
+                --max-connections "$CTLD_CONNECTIONS"
                 --allowed-apps "$ALLOWED_APPS" --wg-endpoint "$WG_ENDPOINT"
                 --server-app-id "$APP_ID" --gateway-domain "${GATEWAY_DOMAIN%:*}"
                 --log-level "$LOG_LEVEL")

@@ -4,7 +4,7 @@
 SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=all
 UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
-                $(BUILD)/tests/parse_test
+                $(BUILD)/tests/parse_test $(BUILD)/tests/node_peers_test
 CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
                 $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts
 FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target \
@@ -53,11 +53,21 @@ $(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/server/api_input
 
 $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts: \
 $(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/node/node_peers.c \
-                           dstack-ctld/node/node_hosts.c $(WG_SRC) \
+                           dstack-ctld/node/node_hosts.c \
+                           dstack-ctld/node/node_index.c $(WG_SRC) \
                            $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
 	@mkdir -p $(@D)
 	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -ljansson \
 	    $(OPENSSL_LIBS) $(WG_LIBS)
+
+# The node's peer set, delta by delta, against a full recomputation.
+$(BUILD)/tests/node_peers_test: tests/unit/node_peers_test.c tests/unit/tap.h \
+                                dstack-ctld/node/node_peers.c \
+                                dstack-ctld/node/node_index.c $(WG_SRC) \
+                                $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(C11) -Idstack-ctld -g -O1 $(SANITIZE) $(WG_CFLAGS) -o $@ \
+	    $(filter %.c,$^) -ljansson $(OPENSSL_LIBS) $(WG_LIBS)
 
 # A short run of every fuzzer from its seed corpus; new inputs go to build/.
 # Their stderr is closed (-close_fd_mask=2): the daemon's code logs every

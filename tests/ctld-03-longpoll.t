@@ -29,33 +29,17 @@ sub poll {
     return $res;
 }
 
-# a poll in a child process; the parent reads its answer from a pipe
+# a poll in a child process; poll_result() gives its answer
 sub poll_async {
     my ($since, $wait, $token) = @_;
-    pipe(my $r, my $w) or die;
-    my $pid = fork // die;
-    if ($pid == 0) {
-        close $r;
+    return in_child(sub {
         my $res = poll($since, $wait, token => $token);
-        print $w JSON::PP->new->encode({ status => $res->{status},
-                                         elapsed => $res->{elapsed},
-                                         done => $res->{done},
-                                         json => $res->{json} });
-        close $w;
-        POSIX::_exit(0);
-    }
-    close $w;
-    return { pid => $pid, fh => $r };
+        return { status => $res->{status}, elapsed => $res->{elapsed},
+                 done => $res->{done}, json => $res->{json} };
+    });
 }
 
-sub poll_result {
-    my ($p) = @_;
-    local $/;
-    my $fh = $p->{fh};
-    my $text = <$fh>;
-    waitpid $p->{pid}, 0;
-    return CtldTest::json_of($text);
-}
+sub poll_result { child_result($_[0]) }
 
 sub metric {
     my ($name) = @_;

@@ -43,27 +43,13 @@ sub poll_req {
 # a poll in a child process; poll_end() gives its answer
 sub poll_async {
     my ($srv, $token, $since, $wait) = @_;
-    pipe(my $r, my $w) or die;
-    my $pid = fork // die;
-    if ($pid == 0) {
-        close $r;
+    return in_child(sub {
         my $res = poll_req($srv, $token, $since, $wait);
-        print $w encode_json({ status => $res->{status}, json => $res->{json} });
-        close $w;
-        POSIX::_exit(0);
-    }
-    close $w;
-    return { pid => $pid, fh => $r };
+        return { status => $res->{status}, json => $res->{json} };
+    });
 }
 
-sub poll_end {
-    my ($p) = @_;
-    local $/;
-    my $fh = $p->{fh};
-    my $text = <$fh>;
-    waitpid $p->{pid}, 0;
-    return CtldTest::json_of($text);
-}
+sub poll_end { child_result($_[0]) }
 
 # --- 410 Gone for a removed node; 401 stays for tokens never issued ----------
 

@@ -38,9 +38,11 @@ my %base = (PATH => "$bin:$ENV{PATH}", DSTACK_TLS_KEY => "$root/tools/dstack-tls
             NGX_MODULES => $module);
 
 sub fails {
-    my ($env, $re, $name) = @_;
+    my ($env, $re, $name, $nofile) = @_;
     my $t0 = time;
-    my $cmd = join(' ', 'env -i', map({ "$_='$env->{$_}'" } sort keys %$env),
+    # $nofile: the hard limit of open files to run under
+    my $cmd = join(" ", ($nofile ? "ulimit -n $nofile &&" : ()), 'env -i',
+                   map({ "$_='$env->{$_}'" } sort keys %$env),
                    "bash $entry 2>&1 </dev/null");
     my $out = qx{$cmd};
     my $status = $? >> 8;
@@ -62,6 +64,13 @@ fails({ %base, VPC_SERVER_APP_ID => 'xyz' },
 fails({ %base, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '192.0.2.1:51820',
         MESH_BACKEND => 'unix:/tmp/ctld.sock' },
       qr{MESH_BACKEND: /tmp is writable by everyone}, 'a socket in a shared directory');
+fails({ %base, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '192.0.2.1:51820',
+        VPC_MAX_NODES => 'many' },
+      qr/VPC_MAX_NODES: "many" is not a number of nodes/, 'a bad VPC_MAX_NODES');
+fails({ %base, VPC_SERVER_ENABLED => 'true', VPC_WG_ENDPOINT => '192.0.2.1:51820',
+        VPC_MAX_NODES => '100000' },
+      qr/VPC_MAX_NODES=100000 needs 203072 open files per process; the hard limit here is 8192/,
+      'a VPC larger than the open file limit allows', 8192);
 
 # --- the real thing, in namespaces
 
@@ -105,6 +114,20 @@ SKIP: {
     fails({ %server, NGINX => '/bin/false', DSTACK_AGENT_SOCKET => "$dir/srv/dstack.sock",
             DSTACK_VPC_CONFIG_DIR => "$dir/srv/probe", VPC_ALLOWED_APPS => 'any' },
           qr/warning: VPC_ALLOWED_APPS=any/, 'VPC_ALLOWED_APPS=any: a warning');
+
+    # nginx sized for the VPC the operator declares: a client and an
+    # upstream connection per node, kept-alive connections to the daemon
+    fails({ %server, NGINX => '/bin/false', DSTACK_AGENT_SOCKET => "$dir/srv/dstack.sock",
+            DSTACK_VPC_CONFIG_DIR => "$dir/srv/sized", VPC_MAX_NODES => 5000 },
+          qr/refused/, 'VPC_MAX_NODES=5000 (rendered, then stopped by a refusing nginx)');
+    my $conf = slurp("$dir/srv/sized/nginx/nginx.conf");
+    like($conf, qr/^worker_rlimit_nofile 13072;$/m, '  worker_rlimit_nofile: 2 x (5000 + 1024) + 1024');
+    like($conf, qr/^events \{ worker_connections 12048; \}$/m, '  worker_connections: 2 x (5000 + 1024)');
+    like($conf, qr/upstream dstack_ctld \{\s*server unix:\Q$sock\E;\s*keepalive 5000;/,
+         '  an upstream on the daemon\'s socket, 5000 connections kept alive');
+    like($conf, qr/^\s*proxy_pass http:\/\/dstack_ctld;$/m, '  the API goes through it');
+    like(slurp("$dir/srv/probe/nginx/nginx.conf"), qr/^events \{ worker_connections 4096; \}$/m,
+         '  the default (1000 nodes): 4096 connections');
 
     $pid{srv} = start('srv', { %server, VPC_ALLOWED_APPS => "$SRV,$N1" });
     $pid{n1} = start('n1', { %common, VPC_SERVER_APP_ID => $SRV, VPC_NODE_NAME => 'n1',

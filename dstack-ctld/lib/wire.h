@@ -6,9 +6,12 @@
  * includes the other's headers.
  *
  * POST /api/v1/join   {"pre_auth_key","public_key"[,"endpoint","name",
- *                      "with_peers":bool]}
+ *                      "with_peers":bool,"snapshot":bool]}
  *   -> {"node_id","name","dns_name","address","prefix","node_token",
  *       "epoch","version","snapshot":true,"peers":[peer...]}
+ *   "snapshot":false (a node resuming from the peer set it saved, which
+ *   polls from its saved version next): the answer carries no peers,
+ *   only "epoch","version","snapshot":false.
  * GET  /api/v1/peers?since=V&wait=S     (Authorization: Bearer <node_token>)
  *   -> snapshot: {"epoch","version","snapshot":true,"peers":[peer...]}
  *   -> delta:    {"epoch","version","snapshot":false,"added":[peer...],
@@ -32,5 +35,8 @@
 #define PATH_JOIN          "/api/v1/join"
 #define PATH_PEERS         "/api/v1/peers"
 #define PATH_NODES         "/api/v1/nodes"          /* GET; DELETE .../ID */
+
+/* join body member: false asks for no peer snapshot in the answer */
+#define WIRE_JOIN_SNAPSHOT  "snapshot"
 
 #endif

@@ -6,18 +6,27 @@
  * jitter; no failure tears the interface down.  SIGTERM stops the loop
  * and leaves the interface as it is, for the next start to resume.
  *
- * Restart with a saved token: the node does not join again, it polls
- * from version 0 and applies the snapshot as a diff (wg_replace_peers
- * keeps every peer that stays, and its session).  Joining again would
- * cost the server a durable write and bump the peer-set version for
- * every other node, for nothing.  It joins again only when the saved
- * join no longer fits (another key, endpoint, name, instance or server)
- * or the server keeps refusing the token (401: a replaced database).
+ * Restart with a saved token: the node does not join again, it puts the
+ * saved peer set (node.peers) in place and polls from its version, so the
+ * server answers with what changed meanwhile, not a snapshot.  When the
+ * server no longer knows that version (another epoch: a restored backup;
+ * history compacted) it answers with a snapshot, which is applied as a
+ * diff (wg_replace_peers keeps every peer that stays, and its session).
+ * Joining again would cost the server a durable write and bump the
+ * peer-set version for every other node, for nothing.  It joins again
+ * only when the saved join no longer fits (another key, endpoint, name,
+ * instance or server) or the server keeps refusing the token (401: a
+ * replaced database); a join by a node that keeps its set asks for no
+ * snapshot ("snapshot": false).
  *
  * Only the server's 410 (this node was removed) ends the node; a 401 can
  * be nginx's (a certificate rotation, a misconfiguration) and is retried.
  * The last peer set is saved (node.peers) and applied at start, so a node
- * rebooted while the server is away comes back with its tunnels.
+ * rebooted while the server is away comes back with its tunnels.  A
+ * snapshot is saved at once; deltas at most every PEERS_SAVE_MS and when
+ * the node stops, so a change costs the node what it changes, not a write
+ * of the whole set (a node that crashes resumes from an older version,
+ * which the server answers with a longer delta).
  */
 
 #include <arpa/inet.h>
@@ -46,6 +55,8 @@
 /* 401s in a row before the token is taken for unknown and the node joins
  * again (the server's database was replaced) */
 #define REFUSALS_BEFORE_REJOIN  3
+/* node.peers after deltas: at most this often, and when stopping */
+#define PEERS_SAVE_MS  5000
 
 static volatile sig_atomic_t  stop_signal;
 
@@ -236,7 +247,7 @@ same_join(const struct node_state *a, const struct node_state *b)
 }
 
 
-static int handle_answer(struct vpc_node *n, json_t *answer);
+static int handle_answer(struct vpc_node *n, json_t *answer, const char *from);
 
 /* the saved peer set, checked like an answer, until the server answers */
 static void
@@ -244,9 +255,9 @@ resume_peers(struct vpc_node *n)
 {
     json_t  *saved = node_peers_load(n->cfg.state_dir, n->state.node_id);
 
-    if (saved != NULL && handle_answer(n, saved) == 0) {
+    if (saved != NULL && handle_answer(n, saved, "the saved") == 0) {
         log_info("the saved peer set (version %" PRIu64 ", %zu members) in"
-                 " place until the server answers", n->peers.version, n->peers.n);
+                 " place; polling from its version", n->peers.version, n->peers.n);
     }
     json_decref(saved);
     n->joined = true;       /* a saved set of another pool is not a reason */
@@ -297,13 +308,16 @@ join(struct vpc_node *n)
     char             key[TOKEN_HEX_LEN + 1];
     json_t          *answer = NULL;
     enum api_result  res;
+    int64_t          was = n->state.node_id;
+    const char      *epoch;
+    bool             keep = n->have_peers && !n->want_snapshot;
     int              rc = -1;
 
     res = node_api_register(n, key);
     if (res != API_OK) {
         return -1;
     }
-    res = node_api_join(n, key, &answer);
+    res = node_api_join(n, key, keep, &answer);
     OPENSSL_cleanse(key, sizeof(key));
     if (res != API_OK) {
         return -1;
@@ -320,12 +334,25 @@ join(struct vpc_node *n)
     log_info("joined as %s.%s (node %" PRId64 ") at %s in %s", n->state.name,
              DNS_DOMAIN, n->state.node_id, n->state.address, n->state.prefix);
 
-    peer_set_free(&n->peers);
-    n->have_peers = false;
+    epoch = json_string_value(json_object_get(answer, "epoch"));
+    if (!keep || n->state.node_id != was || epoch == NULL
+        || strcmp(epoch, n->peers.epoch) != 0)
+    {
+        /* the set held is of another node or epoch: a snapshot follows */
+        peer_set_free(&n->peers);
+        n->have_peers = false;
+        n->want_snapshot = false;
+    }
     adopt_state(n);
     n->refused = 0;
     rc = 0;
-    handle_answer(n, answer);   /* a refused peer set comes again by poll */
+    if (json_object_get(answer, "peers") != NULL) {
+        /* a refused peer set comes again by poll */
+        handle_answer(n, answer, "the server's");
+    } else if (n->have_peers) {
+        log_info("joined without a snapshot: polling from version %" PRIu64,
+                 n->peers.version);
+    }
 
 done:
     json_decref(answer);
@@ -391,17 +418,38 @@ hub_self(struct vpc_node *n, const struct peer_set *s)
 }
 
 
-static int
-handle_answer(struct vpc_node *n, json_t *answer)
+/* node.peers when it is behind: now when forced, else at most every
+ * PEERS_SAVE_MS */
+static void
+save_peers(struct vpc_node *n, bool force)
 {
-    struct peer_set   next;
-    struct wg_peer   *eff;
-    size_t            n_eff;
-    bool              pool_changed, snapshot, changed;
+    uint64_t  now = clock_mono_ms();
 
+    if (!n->peers_dirty || n->self.hub
+        || (!force && now - n->peers_saved_ms < PEERS_SAVE_MS))
+    {
+        return;
+    }
+    /* a node that cannot save it still works; it polls from an older
+     * version, or from 0, after a restart */
+    node_peers_save(n->cfg.state_dir, n->state.node_id, &n->peers);
+    n->peers_dirty = false;
+    n->peers_saved_ms = now;
+}
+
+
+static int
+handle_answer(struct vpc_node *n, json_t *answer, const char *from)
+{
+    struct peer_changes  ch;
+    uint64_t             version = n->peers.version;
+    char                 epoch[EPOCH_LEN + 1];
+    bool                 pool_changed, changed, snapshot, had = n->have_peers;
+
+    memcpy(epoch, n->peers.epoch, sizeof(epoch));
     /* a delta follows only the version asked from: none after a refusal */
-    if (peer_set_next(n->have_peers && !n->want_snapshot ? &n->peers : NULL,
-                      answer, &n->self, &next, &pool_changed) != 0)
+    if (peer_set_update(&n->peers, n->have_peers && !n->want_snapshot, answer,
+                        &n->self, from, &ch, &pool_changed) != 0)
     {
         if (pool_changed) {
             log_warn("the server's pool changed: joining again");
@@ -413,45 +461,38 @@ handle_answer(struct vpc_node *n, json_t *answer)
         n->want_snapshot = true;
         return -1;
     }
-    snapshot = json_is_true(json_object_get(answer, "snapshot"));
     if (n->self.hub) {
-        hub_self(n, &next);
-    } else if (snapshot && !n->self.has_endpoint && !next.v[0].reachable) {
+        hub_self(n, &n->peers);
+    } else if (ch.snapshot && !n->self.has_endpoint && !n->peers.v[0].reachable) {
         log_warn("neither the hub nor this node has an endpoint: no tunnel"
                  " can form (give the server --wg-endpoint)");
     }
-    if (peer_set_effective(&next, &n->self, &eff, &n_eff) != 0) {
-        peer_set_free(&next);
-        return -1;
-    }
 
     if (n->dev_up) {
-        if (snapshot || !n->peers_synced) {
-            apply_snapshot(n, eff, n_eff);
-        } else {
-            apply_delta(n, eff, n_eff);
+        bool  whole = ch.snapshot || !n->peers_synced;
+
+        if ((whole ? apply_snapshot(n) : apply_delta(n, &ch)) == 0
+            && strcmp(from, "the saved") != 0)
+        {
+            log_debug("%s applied in %" PRIu64 " us from its arrival",
+                      whole ? "snapshot" : "delta", clock_mono_us() - n->answer_us);
         }
     } else {
         n->peers_synced = false;    /* set with the device (a new address) */
     }
-    changed = !n->have_peers || next.version != n->peers.version
-              || strcmp(next.epoch, n->peers.epoch) != 0;
-    /* what the device should have, whether or not it has it yet */
-    free(n->eff);
-    n->eff = eff;
-    n->n_eff = n_eff;
-    peer_set_free(&n->peers);
-    n->peers = next;
+    snapshot = ch.snapshot;
+    peer_changes_free(&ch);
+    changed = !had || n->peers.version != version
+              || strcmp(n->peers.epoch, epoch) != 0;
     n->have_peers = true;
     n->want_snapshot = false;
     log_write(snapshot ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
-              "peer set version %" PRIu64 " (%s): %zu members, %zu WireGuard"
-              " peers", n->peers.version, snapshot ? "snapshot" : "delta",
-              n->peers.n, n->n_eff);
-    if (changed && !n->self.hub) {
-        /* a node that cannot save it still works; it waits for the
-         * server after a restart */
-        node_peers_save(n->cfg.state_dir, n->state.node_id, &n->peers);
+              "peer set version %" PRIu64 " (%s): %zu members",
+              n->peers.version, snapshot ? "snapshot" : "delta", n->peers.n);
+    if (changed && !n->self.hub && strcmp(from, "the saved") != 0) {
+        n->peers_dirty = true;
+        /* a snapshot costs the whole set anyway: saved at once */
+        save_peers(n, snapshot);
     }
     update_hosts(n);
     return 0;
@@ -474,8 +515,7 @@ sync_device(struct vpc_node *n)
     }
     /* the saved peers are not known before the first answer: until then
      * the device keeps whatever peers it has, and their sessions */
-    if (n->have_peers && !n->peers_synced
-        && apply_snapshot(n, n->eff, n->n_eff) != 0)
+    if (n->have_peers && !n->peers_synced && apply_snapshot(n) != 0)
     {
         return -1;
     }
@@ -497,13 +537,20 @@ poll_once(struct vpc_node *n, uint64_t wait)
     switch (res) {
     case API_OK:
         n->refused = 0;
-        rc = handle_answer(n, answer);
+        rc = handle_answer(n, answer, "the server's");
         json_decref(answer);
         return rc;
 
     case API_GONE:
         if (n->self.hub) {
             return -1;          /* not an answer to the admin token */
+        }
+        if (n->have_peers && !n->want_snapshot) {
+            /* maybe the version asked from is gone: a snapshot tells */
+            log_warn("410 to a poll from version %" PRIu64 ": polling from 0",
+                     n->peers.version);
+            n->want_snapshot = true;
+            return -1;
         }
         node_state_forget(n->cfg.state_dir);
         log_error("this node was removed from the VPC by the server");
@@ -576,8 +623,11 @@ node_loop(struct vpc_node *n)
             n->reported = res == API_OK || res == API_REFUSED;
             ok = ok && n->reported;
         }
-        /* while something is broken, come back soon (after the backoff) */
-        rc = poll_once(n, ok ? n->cfg.poll_wait : 0);
+        save_peers(n, false);
+        /* while something is broken, come back soon (after the backoff);
+         * with a set to save, in time to save it */
+        rc = poll_once(n, !ok ? 0 : n->peers_dirty && n->cfg.poll_wait > PEERS_SAVE_MS / 1000
+                          ? PEERS_SAVE_MS / 1000 : n->cfg.poll_wait);
         if (rc == 1) {
             return NODE_EXIT_REMOVED;
         }
@@ -594,6 +644,7 @@ node_loop(struct vpc_node *n)
             backoff_wait(&b);
         }
     }
+    save_peers(n, true);
     log_info("signal %d: stopping; %s stays as it is", (int) stop_signal,
              n->cfg.interface);
     return 0;
@@ -666,7 +717,6 @@ node_main(int argc, char **argv)
         rc = node_run(n);
     }
     peer_set_free(&n->peers);
-    free(n->eff);
     free(n->hosts_block);
     node_config_free(n);
     OPENSSL_cleanse(n, sizeof(*n));

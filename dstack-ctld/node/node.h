@@ -9,9 +9,10 @@
  *   node_config.c   settings: defaults, config file, environment, flags
  *   node_agent.c    who this CVM is (guest agent /Info)
  *   node_api.c      calls to the server through the mesh entry point
- *   node_state.c    the token and address kept across restarts
+ *   node_state.c    the token, address and peer set kept across restarts
  *   node_peers.c    server answers checked into a peer set; which peers
  *                   WireGuard gets (the reachability rule)
+ *   node_index.c    the peer set's members by id, key and address
  *   node_apply.c    the interface: device, address, peers, forwarding
  *   node_firewall.c the hub's forwarding filter (nftables)
  *   node_hosts.c    the marked block of the hosts file
@@ -106,13 +107,22 @@ struct vpc_peer {
         struct sockaddr_in   sin;
         struct sockaddr_in6  sin6;
     }                sockaddr;          /* as struct wg_peer has it */
-    bool             fresh;             /* parsed from the last answer */
 };
 
-/* the whole VPC as last checked, sorted by id; the hub is at [0] */
+enum peer_index_kind { BY_ID, BY_KEY, BY_ADDR, PEER_INDEXES };
+#define PEER_NONE  UINT32_MAX
+
+/*
+ * The whole VPC as last checked: the hub at [0], the others in no order;
+ * found by id, key or address through the indexes (node_index.c), so a
+ * delta costs what it changes.
+ */
 struct peer_set {
     struct vpc_peer  *v;
     size_t            n;
+    size_t            cap;
+    uint32_t         *index[PEER_INDEXES];  /* positions in v */
+    size_t            index_cap;            /* a power of two, > 2 n */
     char              epoch[EPOCH_LEN + 1];
     uint64_t          version;
     struct ip_prefix  pool;             /* the hub's allowed IPs */
@@ -150,8 +160,9 @@ struct vpc_node {
     struct peer_set       peers;
     bool                  have_peers;   /* peers came from the server */
     bool                  want_snapshot;    /* after an answer was refused */
-    struct wg_peer       *eff;          /* what WireGuard has, by key */
-    size_t                n_eff;
+    bool                  peers_dirty;  /* newer than node.peers */
+    uint64_t              peers_saved_ms;   /* when node.peers was written */
+    uint64_t              answer_us;    /* when the last answer arrived */
 
     struct wg_device     *dev;
     bool                  dev_up;       /* key, port, address, link up */
@@ -184,7 +195,8 @@ enum api_result {
 };
 
 enum api_result  node_api_register(struct vpc_node *n, char key[TOKEN_HEX_LEN + 1]);
-enum api_result  node_api_join(struct vpc_node *n, const char *key, json_t **answer);
+enum api_result  node_api_join(struct vpc_node *n, const char *key,
+                               bool snapshot_not_needed, json_t **answer);
 enum api_result  node_api_report(struct vpc_node *n);
 enum api_result  node_api_poll(struct vpc_node *n, uint64_t wait, json_t **answer);
 
@@ -200,20 +212,37 @@ int   node_peers_save(const char *dir, int64_t node_id, const struct peer_set *s
 json_t *node_peers_load(const char *dir, int64_t node_id);
 
 /* node_peers.c */
+
+/* what an answer changed in WireGuard's peers */
+struct peer_changes {
+    bool              snapshot;     /* all of them: peer_set_effective() */
+    uint8_t         (*remove)[WG_KEY_LEN];
+    size_t            n_remove;
+    struct wg_peer   *set;          /* new, or configured differently */
+    size_t            n_set;
+};
+
 /*
  * Checks a snapshot or a delta (a join answer or a poll answer) whole and
- * gives the peer set it leads to from cur, or -1 after logging why;
- * nothing is applied from an answer that fails.  *pool_changed is set
- * when a node's pool differs from the one it joined with.
+ * brings s to the set it leads to, or returns -1 after logging why (from
+ * names the source: "the server's", "the saved"); nothing is applied from
+ * an answer that fails, and s stays as it was.  A delta applies only when
+ * follows (s is the version it was asked from), at a cost that follows
+ * the delta's size, not the set's; *ch says what WireGuard has to change.
+ * *pool_changed is set when a node's pool differs from the one it joined.
  */
-int   peer_set_next(const struct peer_set *cur, json_t *answer,
-                    const struct vpc_self *self, struct peer_set *next,
-                    bool *pool_changed);
+int   peer_set_update(struct peer_set *s, bool follows, json_t *answer,
+                      const struct vpc_self *self, const char *from,
+                      struct peer_changes *ch, bool *pool_changed);
+void  peer_changes_free(struct peer_changes *ch);
 void  peer_set_free(struct peer_set *s);
 /* s as the snapshot answer that gives it back */
 json_t *peer_set_json(const struct peer_set *s);
 /* the hub's entry, or NULL */
 const struct vpc_peer *peer_set_hub(const struct peer_set *s);
+/* the reachability rule for one peer: whether WireGuard gets p, as *w */
+bool  peer_effective(const struct vpc_peer *p, const struct vpc_self *self,
+                     struct wg_peer *w);
 /*
  * The reachability rule: the WireGuard peers self should have, sorted
  * by key.  A node: the hub with the whole pool, plus a /32 for each node
@@ -225,11 +254,27 @@ int   peer_set_effective(const struct peer_set *s, const struct vpc_self *self,
 
 /* node_apply.c */
 int   apply_device(struct vpc_node *n);
-int   apply_snapshot(struct vpc_node *n, struct wg_peer *eff, size_t n_eff);
-int   apply_delta(struct vpc_node *n, struct wg_peer *eff, size_t n_eff);
+int   apply_snapshot(struct vpc_node *n);
+int   apply_delta(struct vpc_node *n, const struct peer_changes *ch);
 bool  apply_device_present(const struct vpc_node *n);
 void  apply_close(struct vpc_node *n);
 void  apply_hub_stop(struct vpc_node *n);
+
+/* node_index.c: lookups, PEER_NONE when absent */
+uint32_t  peer_index_find(const struct peer_set *s, enum peer_index_kind kind,
+                          const void *k);
+/* all of s->v indexed: 0, 1 with *dup the index that has a value twice,
+ * or -1 out of memory */
+int   peer_index_build(struct peer_set *s, enum peer_index_kind *dup);
+/* room for n members without growing the indexes: 0, or -1 */
+int   peer_index_reserve(struct peer_set *s, size_t n);
+/* v[slot] out of, or into, the indexes of kinds (a mask of 1 << kind);
+ * put gives -1 when one has the value already */
+void  peer_index_del(struct peer_set *s, uint32_t slot, unsigned kinds);
+int   peer_index_put(struct peer_set *s, uint32_t slot, unsigned kinds);
+/* v[to] holds what the indexes knew at another position: now at to */
+void  peer_index_move(struct peer_set *s, uint32_t to);
+void  peer_index_free(struct peer_set *s);
 
 /* node_firewall.c: the hub forwards only pool to pool over ifname; 1
  * when it replaced a table left by a hub that died, 0, or -1 logged */

@@ -73,6 +73,7 @@ call(struct vpc_node *n, const char *method, const char *path, const char *beare
         }
         return API_FAILED;
     }
+    n->answer_us = clock_mono_us();
 
     doc = json_loadb(resp.body ? resp.body : "", resp.len,
                      JSON_REJECT_DUPLICATES, NULL);
@@ -151,7 +152,8 @@ node_api_register(struct vpc_node *n, char key[TOKEN_HEX_LEN + 1])
 
 
 enum api_result
-node_api_join(struct vpc_node *n, const char *key, json_t **answer)
+node_api_join(struct vpc_node *n, const char *key, bool snapshot_not_needed,
+              json_t **answer)
 {
     json_t          *body;
     char            *text;
@@ -165,6 +167,10 @@ node_api_join(struct vpc_node *n, const char *key, json_t **answer)
                      "with_peers", 1);
     if (body != NULL && n->cfg.name != NULL) {
         json_object_set_new(body, "name", json_string(n->cfg.name));
+    }
+    /* it polls from the peer set it holds: the answer need not carry one */
+    if (body != NULL && snapshot_not_needed) {
+        json_object_set_new(body, WIRE_JOIN_SNAPSHOT, json_false());
     }
     /* a re-join proves it is this node, which a new public key needs */
     if (body != NULL && n->state.token[0] != '\0') {
@@ -212,6 +218,8 @@ node_api_poll(struct vpc_node *n, uint64_t wait, json_t **answer)
     }
     snprintf(path, sizeof(path), PATH_PEERS "?since=%" PRIu64 "&wait=%" PRIu64
              "%s", since, wait, epoch);
+    log_debug("polling from version %" PRIu64 "%s%s", since,
+              since ? " of epoch " : "", since ? n->peers.epoch : "");
     return call(n, "GET", path,
                 n->route == ROUTE_ADMIN ? n->admin_token : n->state.token,
                 NULL, (long) (wait + POLL_SLACK_S), answer);

@@ -179,11 +179,18 @@ apply_device(struct vpc_node *n)
 
 
 int
-apply_snapshot(struct vpc_node *n, struct wg_peer *eff, size_t n_eff)
+apply_snapshot(struct vpc_node *n)
 {
-    int  rc;
+    struct wg_peer  *eff;
+    size_t           n_eff;
+    int              rc;
 
+    if (peer_set_effective(&n->peers, &n->self, &eff, &n_eff) != 0) {
+        n->peers_synced = false;
+        return -1;
+    }
     rc = wg_replace_peers(n->dev, eff, n_eff);
+    free(eff);
     if (rc < 0) {
         log_error("%s: applying a snapshot of %zu peers failed; will try"
                   " again", n->cfg.interface, n_eff);
@@ -196,100 +203,28 @@ apply_snapshot(struct vpc_node *n, struct wg_peer *eff, size_t n_eff)
 }
 
 
-static bool
-same_peer(const struct wg_peer *a, const struct wg_peer *b)
-{
-    const struct sockaddr  *x = &a->endpoint.sa, *y = &b->endpoint.sa;
-
-    if (a->has_endpoint != b->has_endpoint
-        || a->persistent_keepalive != b->persistent_keepalive
-        || a->n_allowed_ips != b->n_allowed_ips)
-    {
-        return false;
-    }
-    if (a->has_endpoint
-        && (x->sa_family != y->sa_family
-            || (x->sa_family == AF_INET
-                && (a->endpoint.sin.sin_port != b->endpoint.sin.sin_port
-                    || a->endpoint.sin.sin_addr.s_addr
-                       != b->endpoint.sin.sin_addr.s_addr))
-            || (x->sa_family == AF_INET6
-                && (a->endpoint.sin6.sin6_port != b->endpoint.sin6.sin6_port
-                    || memcmp(&a->endpoint.sin6.sin6_addr,
-                              &b->endpoint.sin6.sin6_addr,
-                              sizeof(struct in6_addr)) != 0))))
-    {
-        return false;
-    }
-    for (size_t i = 0; i < a->n_allowed_ips; i++) {
-        const struct ip_prefix *p = &a->allowed_ips[i], *q = &b->allowed_ips[i];
-
-        if (p->family != q->family || p->len != q->len
-            || memcmp(&p->addr, &q->addr, p->family == AF_INET
-                                          ? sizeof(p->addr.v4)
-                                          : sizeof(p->addr.v6)) != 0)
-        {
-            return false;
-        }
-    }
-    return true;
-}
-
-
-/*
- * What turns n->eff into eff (both sorted by key): peers to remove, peers
- * to set (new, or configured differently).  A peer the delta did not
- * touch is in neither, so WireGuard never sees it.
- */
+/* exactly what the delta changed: WireGuard never sees the other peers */
 int
-apply_delta(struct vpc_node *n, struct wg_peer *eff, size_t n_eff)
+apply_delta(struct vpc_node *n, const struct peer_changes *ch)
 {
-    struct wg_changes   c = { .listen_port = -1 };
-    uint8_t           (*rm)[WG_KEY_LEN];
-    struct wg_peer     *set;
-    size_t              i = 0, j = 0;
-    int                 cmp, rc;
+    struct wg_changes  c = {
+        .listen_port = -1,
+        .remove = (const uint8_t (*)[WG_KEY_LEN]) ch->remove,
+        .n_remove = ch->n_remove,
+        .set = ch->set,
+        .n_set = ch->n_set
+    };
 
-    rm = malloc((n->n_eff + 1) * sizeof(*rm));
-    set = malloc((n_eff + 1) * sizeof(*set));
-    if (rm == NULL || set == NULL) {
-        log_error("out of memory");
-        free(rm);
-        free(set);
+    if (c.n_remove + c.n_set == 0) {
+        return 0;
+    }
+    if (wg_apply(n->dev, &c) < 0) {
+        log_error("%s: applying a delta failed; will resynchronise",
+                  n->cfg.interface);
+        n->peers_synced = false;
         return -1;
     }
-    while (i < n->n_eff || j < n_eff) {
-        cmp = i == n->n_eff ? 1
-              : j == n_eff ? -1
-              : memcmp(n->eff[i].public_key, eff[j].public_key, WG_KEY_LEN);
-        if (cmp < 0) {
-            memcpy(rm[c.n_remove++], n->eff[i++].public_key, WG_KEY_LEN);
-        } else if (cmp > 0) {
-            set[c.n_set++] = eff[j++];
-        } else {
-            if (!same_peer(&n->eff[i], &eff[j])) {
-                set[c.n_set++] = eff[j];
-            }
-            i++;
-            j++;
-        }
-    }
-    c.remove = (const uint8_t (*)[WG_KEY_LEN]) rm;
-    c.set = set;
-
-    rc = 0;
-    if (c.n_remove + c.n_set > 0) {
-        rc = wg_apply(n->dev, &c);
-        if (rc < 0) {
-            log_error("%s: applying a delta failed; will resynchronise",
-                      n->cfg.interface);
-            n->peers_synced = false;
-        } else {
-            log_info("%s: %zu WireGuard peers set, %zu removed, %zu in all",
-                     n->cfg.interface, c.n_set, c.n_remove, n_eff);
-        }
-    }
-    free(rm);
-    free(set);
-    return rc < 0 ? -1 : 0;
+    log_info("%s: %zu WireGuard peers set, %zu removed", n->cfg.interface,
+             c.n_set, c.n_remove);
+    return 0;
 }

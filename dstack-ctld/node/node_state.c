@@ -2,8 +2,9 @@
  * What a node keeps across restarts besides its key: the join's outcome
  * (node id, name, address, pool, token) and what it was made with, in
  * <state-dir>/node.state, JSON, mode 0600 (the token is a secret); and
- * the last peer set the server gave, in <state-dir>/node.peers (0600),
- * so that a node started while the server is away has its peers.
+ * the last peer set the server gave, with its version and epoch, in
+ * <state-dir>/node.peers (0600), so that a node started while the server
+ * is away has its peers, and a restarted node polls from that version.
  */
 
 #include <arpa/inet.h>

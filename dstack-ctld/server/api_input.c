@@ -226,11 +226,11 @@ member_string(json_t *obj, const char *key, const char **out,
 
 unsigned
 api_join_body(json_t *body, struct join_op *op, bool *with_peers,
-              char msg[API_MSG_MAX])
+              bool *snapshot, char msg[API_MSG_MAX])
 {
     const char  *key = NULL, *pub = NULL, *endpoint = NULL, *name = NULL;
     const char  *node_token = NULL;
-    json_t      *wp;
+    json_t      *wp, *sn;
     int          rc;
 
     rc = member_string(body, "pre_auth_key", &key, msg);
@@ -252,6 +252,11 @@ api_join_body(json_t *body, struct join_op *op, bool *with_peers,
         return REFUSE("with_peers must be a boolean");
     }
     *with_peers = wp == NULL || json_is_true(wp);
+    sn = json_object_get(body, WIRE_JOIN_SNAPSHOT);
+    if (sn != NULL && !json_is_boolean(sn)) {
+        return REFUSE(WIRE_JOIN_SNAPSHOT " must be a boolean");
+    }
+    *snapshot = sn == NULL || json_is_true(sn);
 
     if (!wg_key_valid(pub)) {
         return REFUSE("public_key must be a base64 WireGuard key (32 bytes)");

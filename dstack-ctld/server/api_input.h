@@ -63,11 +63,11 @@ const char *api_peers_args(const struct api_arg *since, const struct api_arg *wa
 
 /*
  * /api/v1/join: the body's members into op (key hash, public key,
- * endpoint, name, node token hash) and *with_peers.  0, or the status to
- * answer with msg:
+ * endpoint, name, node token hash), *with_peers and *snapshot (both true
+ * when absent).  0, or the status to answer with msg:
  * 400, or 401 for a key of the wrong shape (it cannot exist).
  */
 unsigned api_join_body(json_t *body, struct join_op *op, bool *with_peers,
-                       char msg[API_MSG_MAX]);
+                       bool *snapshot, char msg[API_MSG_MAX]);
 
 #endif

@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "server/answers.h"
 #include "server/api_input.h"
 #include "server/longpoll.h"
 #include "server/server.h"
@@ -70,6 +71,13 @@ typedef enum MHD_Result (*http_handler)(struct http_req *r);
 
 /* replies: each queues the response and returns what MHD expects */
 enum MHD_Result  http_json(struct http_req *r, unsigned status, json_t *body);
+/*
+ * A shared answer (answers.h; the caller's reference is taken): prefix
+ * (malloc'd and taken, or NULL), then the answer's bytes from `from` on
+ * without the list entries of id `skip` (-1: none).  No copy is made.
+ */
+enum MHD_Result  http_answer(struct http_req *r, unsigned status, char *prefix,
+                             struct answer *a, size_t from, int64_t skip);
 enum MHD_Result  http_text(struct http_req *r, unsigned status, const char *text,
                            const char *content_type);
 /* takes a malloc'd text */

@@ -21,6 +21,9 @@ struct longpoll {
     pthread_t          timer;
     struct waiter    **heap;
     size_t             n, cap;
+    /* taken out by a new version, woken by the timer thread */
+    struct waiter    **woken;
+    size_t             nwoken, cwoken;
     uint64_t           version;
     bool               stopping;
     unsigned           per_owner;
@@ -146,6 +149,64 @@ wake_all(struct longpoll *lp)
 }
 
 
+/*
+ * A new version: every parked waiter leaves the room at once (O(1) for
+ * the publisher, which is the writer thread) and the timer thread wakes
+ * them outside the lock.  false when that needs memory there is none of.
+ */
+static bool
+hand_over(struct longpoll *lp)
+{
+    if (lp->nwoken == 0) {
+        struct waiter **h = lp->woken;
+        size_t          c = lp->cwoken;
+
+        lp->woken = lp->heap;
+        lp->cwoken = lp->cap;
+        lp->nwoken = lp->n;
+        lp->heap = h;
+        lp->cap = c;
+    } else {
+        if (lp->nwoken + lp->n > lp->cwoken) {
+            size_t          c = 2 * (lp->nwoken + lp->n);
+            struct waiter **w = realloc(lp->woken, c * sizeof(*w));
+
+            if (w == NULL) {
+                return false;
+            }
+            lp->woken = w;
+            lp->cwoken = c;
+        }
+        memcpy(lp->woken + lp->nwoken, lp->heap, lp->n * sizeof(*lp->heap));
+        lp->nwoken += lp->n;
+    }
+    lp->n = 0;
+    memset(lp->oldest, 0, sizeof(lp->oldest));
+    memset(lp->newest, 0, sizeof(lp->newest));
+    return true;
+}
+
+
+/* wakes what a new version took out, without the lock: nothing else
+ * reaches these waiters any more */
+static void
+wake_handed_over(struct longpoll *lp)
+{
+    struct waiter **w = lp->woken;
+    size_t          n = lp->nwoken;
+
+    lp->woken = NULL;
+    lp->nwoken = 0;
+    lp->cwoken = 0;
+    pthread_mutex_unlock(&lp->lock);
+    for (size_t i = 0; i < n; i++) {
+        w[i]->wake(w[i], false);
+    }
+    free(w);
+    pthread_mutex_lock(&lp->lock);
+}
+
+
 /* ends the polls whose client has closed its connection */
 static void
 sweep(struct longpoll *lp)
@@ -192,7 +253,11 @@ timer_main(void *arg)
     uint64_t          now, due, next_sweep = 0;
 
     pthread_mutex_lock(&lp->lock);
-    while (!lp->stopping) {
+    while (!lp->stopping || lp->nwoken > 0) {
+        if (lp->nwoken > 0) {
+            wake_handed_over(lp);
+            continue;
+        }
         if (lp->n == 0) {
             pthread_cond_wait(&lp->cond, &lp->lock);
             continue;
@@ -297,7 +362,13 @@ longpoll_publish(struct longpoll *lp, uint64_t version)
     pthread_mutex_lock(&lp->lock);
     if (version != lp->version) {
         lp->version = version;
-        wake_all(lp);
+        if (lp->n > 0) {
+            if (hand_over(lp)) {
+                pthread_cond_signal(&lp->cond);
+            } else {
+                wake_all(lp);
+            }
+        }
     }
     pthread_mutex_unlock(&lp->lock);
 }
@@ -332,5 +403,6 @@ longpoll_free(struct longpoll *lp)
     pthread_cond_destroy(&lp->cond);
     pthread_mutex_destroy(&lp->lock);
     free(lp->heap);
+    free(lp->woken);
     free(lp);
 }

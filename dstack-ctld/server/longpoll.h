@@ -7,7 +7,10 @@
  *
  * The version check and the insertion happen under one lock with the
  * publication of a new version, so a change can never slip between a
- * poller's "nothing new" and its going to sleep.
+ * poller's "nothing new" and its going to sleep.  The publisher (the
+ * writer thread) only takes the parked waiters out, in O(1); the timer
+ * thread resumes them, outside the lock, and each builds nothing: its
+ * answer is the shared one (answers.h).
  *
  * Bounds: a token (its owner) parks at most per_owner polls, a new one
  * ends its oldest; and since libmicrohttpd does not watch a suspended

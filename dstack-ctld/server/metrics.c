@@ -14,6 +14,10 @@ static const uint64_t  bucket_us[] = {
 };
 #define NBUCKETS  (sizeof(bucket_us) / sizeof(bucket_us[0]))
 
+static const char *const  answer_names[ANSWER_KINDS] = {
+    "snapshot", "delta", "discover", "nodes"
+};
+
 static _Atomic uint64_t  counters[M_COUNTERS];
 static _Atomic uint64_t  key_failures[KEY_OTHER_APP + 1];
 static _Atomic uint64_t  quota_refusals[QUOTA_COUNT];
@@ -150,6 +154,14 @@ metrics_render(const struct metrics_gauges *g)
         "dstack_ctld_write_failed_commits_total %llu\n",
         (unsigned long long) g->write_batches, (unsigned long long) g->write_ops,
         (unsigned long long) g->write_failed_commits);
+
+    fprintf(f, "# HELP dstack_ctld_answer_builds_total Shared answers built (each is"
+               " sent to every request that needs it until the data changes).\n"
+               "# TYPE dstack_ctld_answer_builds_total counter\n");
+    for (int k = 0; k < ANSWER_KINDS; k++) {
+        fprintf(f, "dstack_ctld_answer_builds_total{answer=\"%s\"} %llu\n",
+                answer_names[k], (unsigned long long) g->answer_builds[k]);
+    }
 
     fprintf(f, "# HELP dstack_ctld_http_requests_total HTTP requests answered.\n"
                "# TYPE dstack_ctld_http_requests_total counter\n");

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "server/answers.h"
 #include "server/registry.h"
 
 enum metric_counter {
@@ -30,6 +31,7 @@ struct metrics_gauges {
     uint64_t  write_batches;
     uint64_t  write_ops;
     uint64_t  write_failed_commits;
+    uint64_t  answer_builds[ANSWER_KINDS];
 };
 
 void   metrics_inc(enum metric_counter c);

@@ -1,5 +1,7 @@
 /* Peer snapshots and deltas from the registry's version columns. */
 
+#include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lib/log.h"
@@ -44,122 +46,192 @@ hub_json(const struct registry *reg)
 }
 
 
-/* appends the nodes a query gives (registry_node_columns) to arr */
-static int
-append_nodes(sqlite3_stmt *st, json_t *arr)
+static void
+append_peer(struct answer *a, unsigned list, int64_t id, json_t *peer)
 {
-    struct node  n;
-    int          rc;
+    char  *text = peer ? json_dumps(peer, JSON_COMPACT) : NULL;
 
-    if (st == NULL) {
-        return -1;
+    json_decref(peer);
+    if (text == NULL) {
+        a->failed = true;
+        return;
     }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        registry_node_fill(st, &n);
-        json_array_append_new(arr, peer_node_json(&n));
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    answer_list_entry(a, list, id, text);
+    free(text);
 }
 
 
-static sqlite3_stmt *
-nodes_where(sqlite3 *db, const char *where, int64_t self, uint64_t since)
+/* appends the nodes of the query `where` (?1: since) to list */
+static int
+append_nodes(struct answer *a, unsigned list, sqlite3 *db, const char *where,
+             uint64_t since)
 {
     char           sql[512];
     sqlite3_stmt  *st;
+    struct node    n;
+    int            rc;
 
     /* a delta sorts by "+id": sorting must not make SQLite walk the whole
      * table in id order instead of seeking the version index (a delta is
      * O(changes)); a snapshot reads the whole table in id order anyway */
-    snprintf(sql, sizeof(sql), "SELECT %s FROM nodes WHERE id != ?1 %s ORDER BY %s",
+    snprintf(sql, sizeof(sql), "SELECT %s FROM nodes %s ORDER BY %s",
              registry_node_columns, where, where[0] ? "+id" : "id");
-    st = db_prepare(db, sql);
-    if (st != NULL) {
-        sqlite3_bind_int64(st, 1, self);
-        if (sqlite3_bind_parameter_count(st) >= 2) {
-            sqlite3_bind_int64(st, 2, (sqlite3_int64) since);
-        }
+    st = db_cached(db, sql);
+    if (st == NULL) {
+        return -1;
     }
-    return st;
+    if (sqlite3_bind_parameter_count(st) >= 1) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64) since);
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        registry_node_fill(st, &n);
+        append_peer(a, list, n.id, peer_node_json(&n));
+    }
+    db_release(st);
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 
 static int
-append_removed(sqlite3 *db, uint64_t since, json_t *arr)
+append_removed(struct answer *a, sqlite3 *db, uint64_t since)
 {
     sqlite3_stmt  *st;
+    json_t        *e;
+    char          *text;
+    bool           first = true;
     int            rc;
 
     /* a node born and removed after `since` was never seen: skip it */
-    st = db_prepare(db, "SELECT node_id, public_key FROM tombstones"
-                        " WHERE version > ?1 AND created_version <= ?1"
-                        " ORDER BY +node_id");
+    st = db_cached(db, "SELECT node_id, public_key FROM tombstones"
+                       " WHERE version > ?1 AND created_version <= ?1"
+                       " ORDER BY +node_id");
     if (st == NULL) {
         return -1;
     }
     sqlite3_bind_int64(st, 1, (sqlite3_int64) since);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_array_append_new(arr, json_pack("{s:I, s:s}",
-            "id", (json_int_t) sqlite3_column_int64(st, 0),
-            "public_key", (const char *) sqlite3_column_text(st, 1)));
+        e = json_pack("{s:I, s:s}",
+                      "id", (json_int_t) sqlite3_column_int64(st, 0),
+                      "public_key", (const char *) sqlite3_column_text(st, 1));
+        text = e ? json_dumps(e, JSON_COMPACT) : NULL;
+        json_decref(e);
+        if (text == NULL) {
+            a->failed = true;
+            continue;
+        }
+        if (!first) {
+            answer_append(a, ",", 1);
+        }
+        answer_append_str(a, text);
+        free(text);
+        first = false;
     }
-    sqlite3_finalize(st);
+    db_release(st);
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
 
-json_t *
-peers_since(struct registry *reg, sqlite3 *db, int64_t self, uint64_t since,
-            const char *epoch)
-{
-    uint64_t  version, floor, hub_version;
-    json_t   *out, *peers, *added, *changed, *removed;
+struct build {
+    struct registry  *reg;
+    sqlite3          *db;
+    uint64_t          version, since, hub_version;
+};
 
-    if (meta_get_int(db, "version", &version) != 0
-        || meta_get_int(db, "tombstone_floor", &floor) != 0
-        || meta_get_int(db, "hub_version", &hub_version) != 0)
-    {
+
+static struct answer *
+header(const struct build *b, bool snapshot)
+{
+    struct answer  *a = answer_new();
+    char            text[128];
+
+    if (a != NULL) {
+        snprintf(text, sizeof(text), "{\"epoch\":\"%s\",\"version\":%" PRIu64
+                 ",\"snapshot\":%s,", b->reg->epoch, b->version,
+                 snapshot ? "true" : "false");
+        answer_append_str(a, text);
+    }
+    return a;
+}
+
+
+static struct answer *
+build_snapshot(void *ctx)
+{
+    struct build   *b = ctx;
+    struct answer  *a = header(b, true);
+
+    if (a == NULL) {
         return NULL;
     }
-
-    out = json_pack("{s:s, s:I}", "epoch", reg->epoch, "version", (json_int_t) version);
-
-    if (since == 0 || since > version || since < floor
-        || (epoch != NULL && strcmp(epoch, reg->epoch) != 0))
-    {
-        peers = json_array();
-        json_array_append_new(peers, hub_json(reg));
-        json_object_set_new(out, "snapshot", json_true());
-        json_object_set_new(out, "peers", peers);
-        if (append_nodes(nodes_where(db, "", self, 0), peers) != 0) {
-            goto failed;
-        }
-        return out;
+    answer_append_str(a, "\"peers\":[");
+    append_peer(a, 0, 0, hub_json(b->reg));
+    if (append_nodes(a, 0, b->db, "", 0) != 0) {
+        answer_unref(a);
+        return NULL;
     }
+    answer_append_str(a, "]}");
+    return a;
+}
 
-    added = json_array();
-    changed = json_array();
-    removed = json_array();
-    json_object_set_new(out, "snapshot", json_false());
-    json_object_set_new(out, "added", added);
-    json_object_set_new(out, "changed", changed);
-    json_object_set_new(out, "removed", removed);
 
-    if (hub_version > since) {
-        json_array_append_new(changed, hub_json(reg));
+static struct answer *
+build_delta(void *ctx)
+{
+    struct build   *b = ctx;
+    struct answer  *a = header(b, false);
+
+    if (a == NULL) {
+        return NULL;
     }
-    if (append_nodes(nodes_where(db, "AND version > ?2 AND created_version > ?2",
-                                      self, since), added) != 0
-        || append_nodes(nodes_where(db, "AND version > ?2 AND created_version <= ?2",
-                                         self, since), changed) != 0
-        || append_removed(db, since, removed) != 0)
+    answer_append_str(a, "\"added\":[");
+    if (append_nodes(a, 0, b->db, "WHERE version > ?1 AND created_version > ?1",
+                     b->since) != 0)
     {
         goto failed;
     }
-    return out;
+    answer_append_str(a, "],\"changed\":[");
+    if (b->hub_version > b->since) {
+        append_peer(a, 1, 0, hub_json(b->reg));
+    }
+    if (append_nodes(a, 1, b->db, "WHERE version > ?1 AND created_version <= ?1",
+                     b->since) != 0)
+    {
+        goto failed;
+    }
+    answer_append_str(a, "],\"removed\":[");
+    if (append_removed(a, b->db, b->since) != 0) {
+        goto failed;
+    }
+    answer_append_str(a, "]}");
+    return a;
 
 failed:
-    json_decref(out);
+    answer_unref(a);
     return NULL;
+}
+
+
+struct answer *
+peers_answer(struct registry *reg, sqlite3 *db, uint64_t since, const char *epoch)
+{
+    struct build       b = { .reg = reg, .db = db, .since = since };
+    struct answer_key  key = { 0 };
+    uint64_t           floor;
+
+    if (meta_get_int(db, "version", &b.version) != 0
+        || meta_get_int(db, "tombstone_floor", &floor) != 0
+        || meta_get_int(db, "hub_version", &b.hub_version) != 0)
+    {
+        return NULL;
+    }
+    key.a = b.version;
+    if (since == 0 || since > b.version || since < floor
+        || (epoch != NULL && strcmp(epoch, reg->epoch) != 0))
+    {
+        key.kind = ANSWER_SNAPSHOT;
+        return answer_get(reg->answers, &key, build_snapshot, &b);
+    }
+    key.kind = ANSWER_DELTA;
+    key.b = since;
+    return answer_get(reg->answers, &key, build_delta, &b);
 }

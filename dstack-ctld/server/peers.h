@@ -1,8 +1,9 @@
 /*
  * Peer sets as nodes see them: the hub (allowed IPs = the whole pool) and
  * every other node (allowed IPs = its /32), either as a full snapshot or
- * as the changes since a version.  The asking node is left out of its own
- * peer set.
+ * as the changes since a version.  Answers hold every node and are shared
+ * by every poller (answers.h); each poller is sent them without its own
+ * entry (answer_slices() with its id).
  *
  * Snapshot: {"epoch","version","snapshot":true,"peers":[peer...]}
  * Delta:    {"epoch","version","snapshot":false,"added":[peer...],
@@ -17,14 +18,16 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "server/answers.h"
 #include "server/registry.h"
 
 /*
- * Runs inside the caller's read transaction.  since 0, a version from
+ * The shared answer to a poll from `since` (epoch: the poller's, NULL:
+ * any), as of the caller's read transaction: since 0, a version from
  * another epoch, above the current one or below the tombstone floor gives
- * a snapshot.  NULL on storage error.
+ * a snapshot.  A reference (answer_unref()); NULL on storage error.
  */
-json_t *peers_since(struct registry *reg, sqlite3 *db, int64_t self,
-                    uint64_t since, const char *epoch);
+struct answer *peers_answer(struct registry *reg, sqlite3 *db, uint64_t since,
+                            const char *epoch);
 
 #endif

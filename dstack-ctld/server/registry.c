@@ -59,7 +59,7 @@ node_lookup(sqlite3_stmt *st, struct node *out)
     } else {
         rc = rc == SQLITE_DONE ? 0 : -1;
     }
-    sqlite3_finalize(st);
+    db_release(st);
     return rc;
 }
 
@@ -71,7 +71,7 @@ node_query(sqlite3 *db, const char *where)
 
     snprintf(sql, sizeof(sql), "SELECT %s FROM nodes WHERE %s",
              registry_node_columns, where);
-    return db_prepare(db, sql);
+    return db_cached(db, sql);
 }
 
 
@@ -95,8 +95,8 @@ registry_token_removed(sqlite3 *db, const unsigned char hash[SHA256_LEN],
     sqlite3_stmt  *st;
     int            rc;
 
-    st = db_prepare(db, "SELECT node_id, by_admin FROM removed_tokens"
-                        " WHERE token_hash = ?1");
+    st = db_cached(db, "SELECT node_id, by_admin FROM removed_tokens"
+                       " WHERE token_hash = ?1");
     if (st == NULL) {
         return -1;
     }
@@ -106,7 +106,7 @@ registry_token_removed(sqlite3 *db, const unsigned char hash[SHA256_LEN],
         *node_id = sqlite3_column_int64(st, 0);
         *by_admin = sqlite3_column_int(st, 1) != 0;
     }
-    sqlite3_finalize(st);
+    db_release(st);
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -273,6 +273,7 @@ registry_committed(void *arg)
     struct registry *reg = arg;
 
     atomic_store(&reg->nodes, reg->wnodes);
+    atomic_fetch_add(&reg->commits, 1);
     if (atomic_exchange(&reg->version, reg->wversion) != reg->wversion) {
         longpoll_publish(reg->longpoll, reg->wversion);
     }

@@ -26,6 +26,7 @@
 #include "lib/util.h"
 #include "lib/validate.h"
 #include "lib/wire.h"
+#include "server/answers.h"
 #include "server/history.h"
 #include "server/ipam.h"
 #include "server/longpoll.h"
@@ -43,6 +44,9 @@ struct registry {
     /* published after each commit, read anywhere */
     _Atomic uint64_t   version;
     _Atomic uint64_t   nodes;
+    _Atomic uint64_t   commits;             /* what cached record lists follow */
+
+    struct answer_cache  *answers;          /* shared answers (answers.h) */
 
     struct longpoll   *longpoll;
     struct history    *history;             /* noted at every new version */

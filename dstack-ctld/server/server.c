@@ -212,7 +212,8 @@ server_run(struct server *srv)
     }
     srv->reg.longpoll = longpoll_start(atomic_load(&srv->reg.version),
                                        (unsigned) srv->cfg.max_polls_per_token);
-    if (srv->reg.longpoll == NULL) {
+    srv->reg.answers = answer_cache_new();
+    if (srv->reg.longpoll == NULL || srv->reg.answers == NULL) {
         goto done;
     }
 
@@ -275,6 +276,7 @@ done:
     if (srv->reg.longpoll != NULL) {
         longpoll_free(srv->reg.longpoll);
     }
+    answer_cache_free(srv->reg.answers);
     history_close(&srv->history);
     registry_close(&srv->reg);
     store_close(&srv->store);

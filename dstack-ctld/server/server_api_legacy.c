@@ -182,47 +182,89 @@ api_nodes_update(struct http_req *r)
 }
 
 
-/* --- discovery --- */
+/* --- discovery: answers shared until the next commit --- */
+
+struct list_build {
+    sqlite3     *db;
+    const char  *type;          /* NULL: every record */
+};
+
+
+static struct answer *
+build_list(void *ctx)
+{
+    struct list_build  *b = ctx;
+    struct answer      *a;
+    json_t             *nodes, *out;
+    char               *text;
+    size_t              n;
+
+    nodes = b->type ? legacy_discover(b->db, b->type) : legacy_list(b->db);
+    if (nodes == NULL) {
+        return NULL;
+    }
+    n = json_array_size(nodes);
+    out = b->type ? json_pack("{s:I, s:s, s:o}", "count", (json_int_t) n,
+                              "node_type", b->type, "nodes", nodes)
+                  : json_pack("{s:I, s:o}", "count", (json_int_t) n, "nodes", nodes);
+    text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    a = text ? answer_new() : NULL;
+    if (a != NULL) {
+        answer_append_str(a, text);
+        a->count = n;
+    }
+    free(text);
+    return a;
+}
+
+
+/* the records as of the last commit at least (read before the query) */
+static struct answer *
+records(struct http_req *r, const char *type)
+{
+    struct registry    *reg = &r->srv->reg;
+    struct answer_key   key = { .kind = type ? ANSWER_DISCOVER : ANSWER_NODES };
+    struct list_build   b = { .type = type };
+
+    key.a = atomic_load(&reg->commits);
+    if (type != NULL) {
+        snprintf(key.type, sizeof(key.type), "%s", type);
+    }
+    b.db = store_reader(&r->srv->store);
+    return b.db ? answer_get(reg->answers, &key, build_list, &b) : NULL;
+}
+
 
 enum MHD_Result
 api_discover(struct http_req *r)
 {
-    sqlite3  *db;
-    json_t   *nodes;
-    char      msg[128];
-    size_t    n;
+    struct answer  *a;
+    char            msg[128];
 
     if (!ident_valid(r->param, LEGACY_TYPE_MAX)) {
         return http_error(r, 400, "invalid node type");
     }
-    db = store_reader(&r->srv->store);
-    nodes = db ? legacy_discover(db, r->param) : NULL;
-    if (nodes == NULL) {
+    a = records(r, r->param);
+    if (a == NULL) {
         return http_error(r, 500, "storage error");
     }
-    n = json_array_size(nodes);
-    if (n == 0) {
-        json_decref(nodes);
+    if (a->count == 0) {
+        answer_unref(a);
         snprintf(msg, sizeof(msg), "No %s nodes found", r->param);
         return http_error(r, 404, msg);
     }
-    return http_json(r, 200, json_pack("{s:I, s:s, s:o}", "count", (json_int_t) n,
-                                       "node_type", r->param, "nodes", nodes));
+    return http_answer(r, 200, NULL, a, 0, -1);
 }
 
 
 enum MHD_Result
 api_nodes(struct http_req *r)
 {
-    sqlite3  *db;
-    json_t   *nodes;
+    struct answer  *a = records(r, NULL);
 
-    db = store_reader(&r->srv->store);
-    nodes = db ? legacy_list(db) : NULL;
-    if (nodes == NULL) {
+    if (a == NULL) {
         return http_error(r, 500, "storage error");
     }
-    return http_json(r, 200, json_pack("{s:I, s:o}",
-                                       "count", (json_int_t) json_array_size(nodes),
-                                       "nodes", nodes));
+    return http_answer(r, 200, NULL, a, 0, -1);
 }

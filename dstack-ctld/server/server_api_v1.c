@@ -32,6 +32,7 @@ struct join_state {
     struct join_op  op;
     char            token[TOKEN_HEX_LEN + 1];
     bool            with_peers;
+    bool            snapshot;       /* false: the node resumes from its own */
 };
 
 
@@ -49,8 +50,9 @@ join_answer(struct http_req *r, struct join_state *st)
     struct registry  *reg = &r->srv->reg;
     struct node      *n = &st->op.node;
     struct write_op  *op = &st->op.op;
-    char              addr[IPAM_ADDR_LEN];
-    json_t           *out, *peers;
+    char              addr[IPAM_ADDR_LEN], *text;
+    json_t           *out;
+    struct answer    *peers;
     sqlite3          *db;
 
     if (r->async == ASYNC_REFUSED) {
@@ -93,27 +95,36 @@ join_answer(struct http_req *r, struct join_state *st)
         return http_error(r, 500, "out of memory");
     }
 
-    if (!st->with_peers) {
+    if (!st->with_peers || !st->snapshot) {
         json_object_set_new(out, "epoch", json_string(reg->epoch));
         json_object_set_new(out, "version", json_integer((json_int_t) n->version));
+        if (!st->snapshot) {
+            json_object_set_new(out, "snapshot", json_false());
+        }
         return http_json(r, 200, out);
     }
 
-    /* the peer set as of now, at least as new as this join */
+    /* the shared snapshot as of now, at least as new as this join, after
+     * this node's own members: {"node_id",...,"node_token", + its bytes
+     * past '{', without this node's own entry */
+    text = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    if (text == NULL) {
+        return http_error(r, 500, "out of memory");
+    }
+    text[strlen(text) - 1] = ',';
     db = store_reader(&r->srv->store);
     peers = NULL;
     if (db != NULL && db_begin_read(db) == 0) {
-        peers = peers_since(reg, db, n->id, 0, NULL);
+        peers = peers_answer(reg, db, 0, NULL);
         db_end_read(db);
     }
     if (peers == NULL) {
         /* the join itself is stored: the node can fetch peers with a poll */
-        json_decref(out);
+        free(text);
         return http_error(r, 500, "storage error reading the peer set");
     }
-    json_object_update(out, peers);
-    json_decref(peers);
-    return http_json(r, 200, out);
+    return http_answer(r, 200, text, peers, 1, n->id);
 }
 
 
@@ -142,8 +153,9 @@ api_v1_join(struct http_req *r)
     r->data_free = join_state_free;
     join_op_init(&st->op, &r->srv->reg);
     st->with_peers = true;
+    st->snapshot = true;
 
-    status = api_join_body(body, &st->op, &st->with_peers, msg);
+    status = api_join_body(body, &st->op, &st->with_peers, &st->snapshot, msg);
     json_decref(body);
     if (status == 401) {
         metrics_key_failure(KEY_UNKNOWN);
@@ -212,7 +224,7 @@ poll_answer(struct http_req *r, struct poll_state *ps)
     struct registry  *reg = &srv->reg;
     unsigned char     hash[SHA256_LEN];
     struct node       self;
-    json_t           *out;
+    struct answer    *out;
     sqlite3          *db;
     int               rc;
     bool              same_epoch;
@@ -266,12 +278,14 @@ poll_answer(struct http_req *r, struct poll_state *ps)
         return http_park(r, ps->since, ps->deadline_ms, self.id);
     }
 
-    out = peers_since(reg, db, self.id, ps->since, ps->has_epoch ? ps->epoch : NULL);
+    out = peers_answer(reg, db, ps->since, ps->has_epoch ? ps->epoch : NULL);
     db_end_read(db);
     if (out == NULL) {
         return http_error(r, 500, "storage error");
     }
-    return http_json(r, 200, out);
+    /* the shared answer, without the poller's own entry (the hub's view
+     * keeps every entry: its own is id 0) */
+    return http_answer(r, 200, NULL, out, 0, self.id != 0 ? self.id : -1);
 }
 
 
@@ -456,6 +470,7 @@ api_metrics(struct http_req *r)
     g.write_batches = ws.batches;
     g.write_ops = ws.ops;
     g.write_failed_commits = ws.failed_commits;
+    answer_cache_builds(srv->reg.answers, g.answer_builds);
 
     text = metrics_render(&g);
     if (text == NULL) {

@@ -33,6 +33,10 @@
 #define M_POST    4u
 #define M_DELETE  8u
 
+/* per connection: request heads up to about 2 KiB (nginx sends a few
+ * hundred bytes) */
+#define CONN_MEMORY  3072
+
 /* a client streaming more than this past max-body is cut off */
 #define DISCARD_FACTOR  16
 
@@ -128,6 +132,57 @@ http_json(struct http_req *r, unsigned status, json_t *body)
                  MHD_create_response_from_buffer(strlen(text), text,
                                                  MHD_RESPMEM_MUST_FREE),
                  "application/json; charset=utf-8");
+}
+
+
+/* what a response built on a shared answer holds until it is gone */
+struct answer_send {
+    struct answer  *answer;
+    char           *prefix;
+};
+
+
+static void
+answer_sent(void *cls)
+{
+    struct answer_send *s = cls;
+
+    answer_unref(s->answer);
+    free(s->prefix);
+    free(s);
+}
+
+
+enum MHD_Result
+http_answer(struct http_req *r, unsigned status, char *prefix, struct answer *a,
+            size_t from, int64_t skip)
+{
+    struct answer_slice   sl[ANSWER_LISTS + 1];
+    struct MHD_IoVec      iov[ANSWER_LISTS + 2];
+    struct answer_send   *s;
+    struct MHD_Response  *resp;
+    size_t                n, k = 0;
+
+    s = malloc(sizeof(*s));
+    if (s == NULL) {
+        answer_unref(a);
+        free(prefix);
+        return http_error(r, 500, "out of memory");
+    }
+    *s = (struct answer_send) { a, prefix };
+    if (prefix != NULL) {
+        iov[k++] = (struct MHD_IoVec) { prefix, strlen(prefix) };
+    }
+    n = answer_slices(a, from, skip, sl);
+    for (size_t i = 0; i < n; i++) {
+        iov[k++] = (struct MHD_IoVec) { a->buf + sl[i].off, sl[i].len };
+    }
+    resp = MHD_create_response_from_iovec(iov, (unsigned int) k, answer_sent, s);
+    if (resp == NULL) {
+        answer_sent(s);
+        return http_error(r, 500, "out of memory");
+    }
+    return queue(r, status, resp, "application/json; charset=utf-8");
 }
 
 
@@ -709,6 +764,10 @@ http_start(struct server *srv)
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) srv->cfg.threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) srv->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
+        /* a connection's buffer for a request head and the answer's: each
+         * is cleared between requests, and a parked poll keeps its own,
+         * so its size is CPU per change and memory per node */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) CONN_MEMORY,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);

@@ -83,12 +83,27 @@ static const char *const migrations[] = {
     "CREATE INDEX preauth_keys_app ON preauth_keys (app_id, expires_at);"
     "CREATE INDEX legacy_nodes_app ON legacy_nodes (app_id);"
     "CREATE INDEX legacy_nodes_updated ON legacy_nodes (updated_at);",
+
+    /* 3: the key quota counts unused keys only: an index of those keeps
+     * its cost bounded by the quota, not by every key issued */
+    "DROP INDEX preauth_keys_app;"
+    "CREATE INDEX preauth_keys_unused ON preauth_keys (app_id, expires_at)"
+    " WHERE used_at IS NULL;",
 };
 
 #define SCHEMA_VERSION  ((int) (sizeof(migrations) / sizeof(migrations[0])))
 
 
 static _Thread_local sqlite3  *thread_reader;
+
+/* statements kept per connection; a connection is used by one thread */
+#define STMT_CACHE  64
+struct cached_stmt {
+    sqlite3       *db;
+    sqlite3_stmt  *st;
+};
+static _Thread_local struct cached_stmt  stmt_cache[STMT_CACHE];
+static _Thread_local size_t              stmt_cached;
 
 
 sqlite3_stmt *
@@ -101,6 +116,39 @@ db_prepare(sqlite3 *db, const char *sql)
         return NULL;
     }
     return stmt;
+}
+
+
+sqlite3_stmt *
+db_cached(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt  *st;
+
+    for (size_t i = 0; i < stmt_cached; i++) {
+        if (stmt_cache[i].db == db && strcmp(sqlite3_sql(stmt_cache[i].st), sql) == 0) {
+            return stmt_cache[i].st;
+        }
+    }
+    if (stmt_cached == STMT_CACHE) {
+        log_error("sqlite prepare \"%.40s\": too many statements kept", sql);
+        return NULL;
+    }
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        log_error("sqlite prepare \"%.40s\": %s", sql, sqlite3_errmsg(db));
+        return NULL;
+    }
+    stmt_cache[stmt_cached++] = (struct cached_stmt) { db, st };
+    return st;
+}
+
+
+void
+db_release(sqlite3_stmt *st)
+{
+    if (st != NULL) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
 }
 
 
@@ -149,7 +197,16 @@ db_bind_opt_text(sqlite3_stmt *st, int i, const char *s)
 int
 db_begin_read(sqlite3 *db)
 {
-    return db_exec(db, "BEGIN");
+    /* every poll opens one: kept prepared */
+    sqlite3_stmt  *st = db_cached(db, "BEGIN");
+    int            rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+
+    db_release(st);
+    if (rc != SQLITE_DONE) {
+        log_error("sqlite BEGIN: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -157,7 +214,18 @@ int
 db_end_read(sqlite3 *db)
 {
     /* a read transaction has nothing to keep: rollback never fails it */
-    return sqlite3_get_autocommit(db) ? 0 : db_exec(db, "ROLLBACK");
+    sqlite3_stmt  *st;
+
+    if (sqlite3_get_autocommit(db)) {
+        return 0;
+    }
+    st = db_cached(db, "ROLLBACK");
+    if (st == NULL || sqlite3_step(st) != SQLITE_DONE) {
+        db_release(st);
+        return db_exec(db, "ROLLBACK");
+    }
+    db_release(st);
+    return 0;
 }
 
 
@@ -167,7 +235,7 @@ meta_get_int(sqlite3 *db, const char *key, uint64_t *value)
     sqlite3_stmt  *st;
     int            rc = -1;
 
-    st = db_prepare(db, "SELECT value FROM meta WHERE key = ?1");
+    st = db_cached(db, "SELECT value FROM meta WHERE key = ?1");
     if (st == NULL) {
         return -1;
     }
@@ -178,7 +246,7 @@ meta_get_int(sqlite3 *db, const char *key, uint64_t *value)
     } else {
         log_error("meta \"%s\" missing: %s", key, sqlite3_errmsg(db));
     }
-    sqlite3_finalize(st);
+    db_release(st);
     return rc;
 }
 
@@ -400,14 +468,28 @@ store_reader(struct store *st)
 }
 
 
+/* the statements kept by db_cached() */
+static void
+finalize_all(sqlite3 *db)
+{
+    sqlite3_stmt  *st;
+
+    while (db != NULL && (st = sqlite3_next_stmt(db, NULL)) != NULL) {
+        sqlite3_finalize(st);
+    }
+}
+
+
 void
 store_close(struct store *st)
 {
     /* called after every thread that read is gone */
     for (size_t i = 0; i < st->nreaders; i++) {
+        finalize_all(st->readers[i]);
         sqlite3_close(st->readers[i]);
     }
     free(st->readers);
+    finalize_all(st->wdb);
     if (st->wdb != NULL && sqlite3_close(st->wdb) != SQLITE_OK) {
         log_error("closing %s: %s", st->path, sqlite3_errmsg(st->wdb));
     }

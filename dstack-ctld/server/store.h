@@ -40,6 +40,12 @@ sqlite3  *store_reader(struct store *st);
 
 /* statement helpers: errors are logged with the SQL's first words */
 sqlite3_stmt *db_prepare(sqlite3 *db, const char *sql);
+/* the statement prepared once for this connection and kept
+ * (SQLITE_PREPARE_PERSISTENT): bind, step, then db_release(), never
+ * finalize; a connection is used by one thread at a time */
+sqlite3_stmt *db_cached(sqlite3 *db, const char *sql);
+/* resets a db_cached() statement for its next use (NULL allowed) */
+void      db_release(sqlite3_stmt *st);
 int       db_exec(sqlite3 *db, const char *sql);
 /* steps a statement that gives no rows, then finalizes it (NULL allowed) */
 int       db_step_done(sqlite3_stmt *st, sqlite3 *db);

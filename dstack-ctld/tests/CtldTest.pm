@@ -17,7 +17,8 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(ctld_bin ctld_asan_bin start_server free_port req register
-                 join_node wg_key sqlite_rows json_of raw_http server_refused);
+                 join_node wg_key sqlite_rows json_of raw_http server_refused
+                 in_child child_result);
 
 my $JSON = JSON::PP->new->utf8->canonical;
 
@@ -101,6 +102,32 @@ sub register {
     my $res = req($srv, 'GET', "/api/register?$q", app => $app);
     die "register: $res->{status} $res->{content}" unless $res->{status} == 200;
     return $res->{json}{pre_auth_key};
+}
+
+# in_child(CODE): runs CODE in a child process (a long poll that parks);
+# child_result() waits for it and gives the value CODE returned (JSON)
+sub in_child {
+    my ($code) = @_;
+    pipe(my $r, my $w) or die;
+    my $pid = fork // die;
+    if ($pid == 0) {
+        close $r;
+        print $w $JSON->encode([$code->()]);
+        close $w;
+        POSIX::_exit(0);
+    }
+    close $w;
+    return { pid => $pid, fh => $r };
+}
+
+sub child_result {
+    my ($c) = @_;
+    local $/;
+    my $fh = $c->{fh};
+    my $text = <$fh>;
+    waitpid $c->{pid}, 0;
+    my $v = json_of($text);
+    return $v ? $v->[0] : undef;
 }
 
 # register + join in one go; returns the join response

@@ -20,7 +20,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char     *why = NULL;
     json_t         *body;
     unsigned        status;
-    bool            with_peers = true;
+    bool            with_peers = true, snapshot = true;
 
     body = api_json_object((const char *) data, size, &why);
     if (body == NULL) {
@@ -29,7 +29,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memset(&op, 0, sizeof(op));
     msg[0] = '\0';
-    status = api_join_body(body, &op, &with_peers, msg);
+    status = api_join_body(body, &op, &with_peers, &snapshot, msg);
     json_decref(body);
 
     check(status == 0 || status == 400 || status == 401);

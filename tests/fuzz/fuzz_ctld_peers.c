@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the node's check of a server answer (peer_set_next)
+ * libFuzzer target: the node's check of a server answer (peer_set_update)
  * and the WireGuard peers it leads to (peer_set_effective).
  *
  * Input: one byte of flags, then the answer's bytes.  Bit 0: the hub
@@ -94,14 +94,13 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static struct peer_set  base[8];
-    static bool             have_base[8];
     struct vpc_self         self;
-    struct peer_set         next;
+    struct peer_set         set;
+    struct peer_changes     ch;
     struct wg_peer         *eff;
     json_t                 *answer, *snap;
     unsigned                flags;
-    size_t                  n_eff;
+    size_t                  n_eff, before;
     bool                    pool_changed;
 
     if (size == 0) {
@@ -109,33 +108,41 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     flags = data[0] & 7;
     self_of(flags, &self);
-    if ((flags & 2) && !have_base[flags]) {
+    memset(&set, 0, sizeof(set));
+    if (flags & 2) {
         snap = base_snapshot();
-        check(peer_set_next(NULL, snap, &self, &base[flags], &pool_changed) == 0);
+        check(peer_set_update(&set, false, snap, &self, "the server's", &ch,
+                              &pool_changed) == 0);
+        peer_changes_free(&ch);
         json_decref(snap);
-        have_base[flags] = true;
     }
+    before = set.n;
 
     answer = json_loadb((const char *) data + 1, size - 1,
                         JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(answer)) {
         json_decref(answer);
+        peer_set_free(&set);
         return 0;
     }
-    if (peer_set_next(flags & 2 ? &base[flags] : NULL, answer, &self, &next,
-                      &pool_changed) == 0)
+    if (peer_set_update(&set, flags & 2, answer, &self, "the server's", &ch,
+                        &pool_changed) == 0)
     {
-        check(next.n >= 1 && next.v[0].id == 0);
-        for (size_t i = 1; i < next.n; i++) {
-            check(next.v[i].id > next.v[i - 1].id);
-            check(memcmp(next.v[i].key, self.key, WG_KEY_LEN) != 0);
+        check(set.n >= 1 && set.v[0].id == 0);
+        for (size_t i = 0; i < set.n; i++) {
+            check(peer_index_find(&set, BY_ID, &set.v[i].id) == i);
+            check(peer_index_find(&set, BY_KEY, set.v[i].key) == i);
+            check(i == 0 || memcmp(set.v[i].key, self.key, WG_KEY_LEN) != 0);
         }
-        if (peer_set_effective(&next, &self, &eff, &n_eff) == 0) {
-            check(n_eff <= next.n);
+        if (peer_set_effective(&set, &self, &eff, &n_eff) == 0) {
+            check(n_eff <= set.n);
             free(eff);
         }
-        peer_set_free(&next);
+        peer_changes_free(&ch);
+    } else {
+        check(set.n == before);
     }
+    peer_set_free(&set);
     json_decref(answer);
     return 0;
 }
