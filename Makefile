@@ -4,6 +4,9 @@
 #   make         build everything into build/
 #   make test    build, then run every test (one summary line at the end)
 #   make demo    a local VPC in network namespaces, step by step (ONCE=1: then exit)
+#   make image   the container image, with podman (mk/image.mk)
+#   make deb     the Debian packages (mk/deb.mk, debian/)
+#   make test-image   both, run and installed (tests/image/)
 
 SHELL       := /bin/bash
 ROOT        := $(CURDIR)
@@ -28,6 +31,8 @@ all:
 include mk/deps.mk
 include mk/common.mk
 include mk/module.mk
+include mk/image.mk
+include mk/deb.mk
 include dstack-ctld/wg.mk
 include $(sort $(wildcard */build.mk tools/*/build.mk tests/*/build.mk))
 

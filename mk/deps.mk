@@ -10,7 +10,8 @@ DEB_PACKAGES := \
 	bind9-dnsutils dnsmasq-base \
 	wireguard-tools wireguard-go iproute2 iputils-ping procps psmisc shellcheck \
 	qemu-system-x86 busybox-static cpio kmod \
-	perl libtest-base-perl libio-socket-ssl-perl strace
+	perl libtest-base-perl libio-socket-ssl-perl strace \
+	podman runc debootstrap debhelper dpkg-dev fakeroot lintian
 
 deps:
 	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' \

@@ -385,11 +385,27 @@ is($node->stop, 0, 'SIGTERM: exit status 0');
         '--state-dir', "$DIR/state3", '--hosts-file', "$DIR/hosts-bm"));
     ok(wait_until(10, sub { (read_text("$DIR/hosts-src") // '') =~ /oth\.dstack\.internal/ }),
        'a bind-mounted hosts file gets the block') or diag($n3->log_text);
-    like($n3->log_text, qr/is a mount point: rewriting it in place/, '  in place, with a warning');
+    like($n3->log_text, qr/cannot be renamed over \(Device or resource busy\): rewriting it in place/, '  in place, with a warning');
     like(read_text("$DIR/hosts-src"), qr/\A127\.0\.0\.1 localhost\n# BEGIN dstack-ctld\n/,
          '  after the lines that were there');
     is($n3->stop, 0, '  SIGTERM: exit status 0');
     system('umount', "$DIR/hosts-bm");
+
+    # the one writable file of a read-only directory, as systemd's
+    # ProtectSystem=strict with ReadWritePaths=/etc/hosts leaves /etc
+    mkdir "$DIR/etc-ro";
+    write_text("$DIR/etc-ro/hosts", "127.0.0.1 localhost\n");
+    system("mount --bind $DIR/etc-ro $DIR/etc-ro && mount -o remount,bind,ro $DIR/etc-ro"
+           . " && mount --bind $DIR/etc-ro/hosts $DIR/etc-ro/hosts"
+           . " && mount -o remount,bind,rw $DIR/etc-ro/hosts") == 0
+        or die "read-only mounts failed";
+    my $ro = ns_add('ro', 5);
+    my $n4 = start_node($DIR, $ro, node_args($sock2, '--server-app-id', 'none',
+        '--state-dir', "$DIR/state4", '--hosts-file', "$DIR/etc-ro/hosts"));
+    ok(wait_until(10, sub { (read_text("$DIR/etc-ro/hosts") // '') =~ /oth\.dstack\.internal/ }),
+       'a writable hosts file in a read-only directory gets the block') or diag($n4->log_text);
+    is($n4->stop, 0, '  SIGTERM: exit status 0');
+    system("umount $DIR/etc-ro/hosts; umount $DIR/etc-ro");
 }
 
 done_testing();

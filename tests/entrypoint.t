@@ -11,6 +11,9 @@ use Test::More;
 use Cwd qw(getcwd);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use DstackTest qw(eventually);
 
 my $root = getcwd();
 my $bin = $ENV{DSTACK_BIN} // "$root/build/bin";
@@ -260,13 +263,4 @@ sub slurp {
     open my $fh, '<', $file or return '';
     local $/;
     return <$fh>;
-}
-
-sub eventually {
-    my ($check, $seconds) = @_;
-    for (1 .. ($seconds // 10) * 5) {
-        return 1 if $check->();
-        sleep 0.2;
-    }
-    return 0;
 }

@@ -323,8 +323,10 @@ file_replace(const char *path, const void *data, size_t n, mode_t mode)
     mask = umask(0);
     rc = file_write_atomic(path, data, n, mode);
     umask(mask);
-    if (rc != 0 && (errno == EBUSY || errno == EXDEV)) {
-        log_warn("%s is a mount point: rewriting it in place", path);
+    if (rc != 0 && (errno == EBUSY || errno == EXDEV || errno == EROFS)) {
+        /* a bind mount, or the one writable file of a read-only /etc */
+        log_warn("%s cannot be renamed over (%s): rewriting it in place",
+                 path, strerror(errno));
         rc = write_in_place(path, data, n);
     }
     return rc;

@@ -9,8 +9,10 @@
  * Lines outside the block are kept byte for byte.  The file is replaced
  * atomically (a temporary file in the same directory, fsync, rename), and
  * only when the text changes.  A hosts file that is a bind mount (as
- * Docker gives containers) cannot be renamed over: that one is rewritten
- * in place, with a warning.
+ * Docker gives containers) cannot be renamed over, nor can one made the
+ * only writable file of a read-only /etc (systemd's ProtectSystem=strict
+ * with ReadWritePaths=/etc/hosts): those are rewritten in place, with a
+ * warning.
  */
 
 #include <errno.h>

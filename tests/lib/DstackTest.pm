@@ -14,7 +14,7 @@ use Time::HiRes qw(sleep);
 
 our @EXPORT_OK = qw(free_port wait_for_port wait_for_socket read_file
                     write_file read_lines load_modules nginx_conf
-                    start_nginx stop_nginx error_log);
+                    start_nginx stop_nginx error_log eventually);
 
 # Waits are polled this often, for at most this many rounds (5 s).
 my $POLL = 0.1;
@@ -47,6 +47,16 @@ sub poll {
     for (1 .. $ROUNDS) {
         return 1 if $ready->();
         sleep $POLL;
+    }
+    return 0;
+}
+
+# true once $check is, tried every 0.2 s for $seconds (default 10)
+sub eventually {
+    my ($check, $seconds) = @_;
+    for (1 .. ($seconds // 10) * 5) {
+        return 1 if $check->();
+        sleep 0.2;
     }
     return 0;
 }
