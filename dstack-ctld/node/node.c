@@ -424,6 +424,7 @@ handle_answer(struct vpc_node *n, json_t *answer)
         peer_set_free(&next);
         return -1;
     }
+    node_relay_adjust(n, &next, eff, n_eff);
 
     if (n->dev_up) {
         if (snapshot || !n->peers_synced) {
@@ -569,6 +570,13 @@ node_loop(struct vpc_node *n)
         }
 
         ok = sync_device(n) == 0;
+        if (ok && n->joined && n->have_peers && !n->self.hub) {
+            ok = node_relay_start(n) == 0;
+            if (node_relay_withdraw(n)) {
+                n->joined = false;      /* joins again without the endpoint */
+                continue;
+            }
+        }
         if (n->joined && !n->reported) {
             enum api_result res = node_api_report(n);
 
@@ -637,6 +645,7 @@ node_run(struct vpc_node *n)
     rc = node_loop(n);
 
 done:
+    node_relay_stop(n);
     if (n->self.hub) {
         apply_hub_stop(n);
     }

@@ -15,6 +15,7 @@
  *   node_apply.c    the interface: device, address, peers, forwarding
  *   node_firewall.c the hub's forwarding filter (nftables)
  *   node_hosts.c    the marked block of the hosts file
+ *   node_relay.c    the path to the hub: UDP, or the relay stream
  */
 
 #ifndef CTLD_NODE_H
@@ -58,6 +59,7 @@ struct node_config {
     char      *hosts_file;
     char      *data_dir;
     char      *log_level;
+    char      *transport;
     uint64_t   server_port;
     uint64_t   listen_port;
     uint64_t   mtu;
@@ -129,6 +131,14 @@ struct vpc_self {
     uint16_t          keepalive;        /* toward the hub, without endpoint */
 };
 
+/* how WireGuard reaches the hub now */
+enum node_transport { NODE_TRANSPORT_UDP, NODE_TRANSPORT_RELAY };
+
+/* --transport */
+enum transport_mode { TRANSPORT_AUTO, TRANSPORT_UDP, TRANSPORT_RELAY };
+
+struct node_relay;
+
 struct vpc_node {
     struct node_config    cfg;
     enum wg_backend       backend;
@@ -158,6 +168,12 @@ struct vpc_node {
     bool                  peers_synced; /* the device has eff */
     bool                  forwarding_on;    /* the hub turned ip_forward on */
     char                 *hosts_block;  /* last written */
+
+    enum transport_mode   transport_mode;
+    struct node_relay    *relay;        /* the path chooser's thread */
+    /* written by that thread under its lock (node_relay_transport()) */
+    enum node_transport   hub_transport;        /* path to the hub now */
+    time_t                hub_transport_since;  /* when it last changed (wall clock) */
 };
 
 /* node_config.c */
@@ -183,6 +199,9 @@ enum api_result {
     API_FAILED          /* transport, 5xx, garbage: try again later */
 };
 
+/* the headers of the route (x-dstack-target-app...), NULL-ended in h */
+void  node_api_route_headers(const struct vpc_node *n, char buf[2][APP_ID_HEX_MAX + 64],
+                             const char *h[3]);
 enum api_result  node_api_register(struct vpc_node *n, char key[TOKEN_HEX_LEN + 1]);
 enum api_result  node_api_join(struct vpc_node *n, const char *key, json_t **answer);
 enum api_result  node_api_report(struct vpc_node *n);
@@ -230,6 +249,20 @@ int   apply_delta(struct vpc_node *n, struct wg_peer *eff, size_t n_eff);
 bool  apply_device_present(const struct vpc_node *n);
 void  apply_close(struct vpc_node *n);
 void  apply_hub_stop(struct vpc_node *n);
+
+/* node_relay.c: the path to the hub (--transport) */
+/* starts the chooser once the node is joined and its device up: 0, -1 */
+int   node_relay_start(struct vpc_node *n);
+void  node_relay_stop(struct vpc_node *n);
+/* the hub's entry of eff as the current path wants its endpoint; keeps
+ * the hub's own endpoint and the token for the chooser */
+void  node_relay_adjust(struct vpc_node *n, const struct peer_set *s,
+                        struct wg_peer *eff, size_t n_eff);
+/* the node moved to the relay: its endpoint is withdrawn (true: join
+ * again without it) */
+bool  node_relay_withdraw(struct vpc_node *n);
+/* a consistent reading of hub_transport and hub_transport_since */
+enum node_transport  node_relay_transport(struct vpc_node *n, time_t *since);
 
 /* node_firewall.c: the hub forwards only pool to pool over ifname; 1
  * when it replaced a table left by a hub that died, 0, or -1 logged */
