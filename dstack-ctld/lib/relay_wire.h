@@ -29,7 +29,7 @@
 #define RELAY_PROTOCOL      "dstack-wg-relay/1"
 #define RELAY_HEADER_LEN    4
 #define RELAY_FRAME_MAX     65535
-#define RELAY_QUEUE_BYTES   (512 * 1024)
+#define RELAY_QUEUE_BYTES   (256 * 1024)
 #define RELAY_KEEPALIVE_MS  15000
 
 /* the transport: n bytes moved, 0 when it would block, -1 closed or failed */

@@ -223,6 +223,7 @@ check_node_settings(struct vpc_node *n)
                 cfg->transport);
         return -1;
     }
+    n->hub_transport_since = time(NULL);
     n->self.has_endpoint = cfg->endpoint != NULL;
     n->self.keepalive = n->self.has_endpoint ? 0 : (uint16_t) cfg->keepalive;
     return 0;
