@@ -361,6 +361,7 @@ up() {
     local cvm
     base_up
     if [ "${VPC_UDP:-on}" = off ]; then
+        # shellcheck disable=SC2086  # NODES is a list
         udp_block srv $NODES
     fi
     cvm_nginx_up srv 127.0.0.1:8000
