@@ -424,7 +424,7 @@ handle_answer(struct vpc_node *n, json_t *answer)
         peer_set_free(&next);
         return -1;
     }
-    node_relay_adjust(n, &next, eff, n_eff);
+    node_relay_adjust(n, &next, eff, &n_eff);
 
     if (n->dev_up) {
         if (snapshot || !n->peers_synced) {

@@ -254,10 +254,11 @@ void  apply_hub_stop(struct vpc_node *n);
 /* starts the chooser once the node is joined and its device up: 0, -1 */
 int   node_relay_start(struct vpc_node *n);
 void  node_relay_stop(struct vpc_node *n);
-/* the hub's entry of eff as the current path wants its endpoint; keeps
- * the hub's own endpoint and the token for the chooser */
+/* eff as the paths are: the hub's entry with the endpoint of the current
+ * path, without the direct peers given up (*n_eff shrinks); keeps the
+ * hub's own endpoint and the token for the chooser */
 void  node_relay_adjust(struct vpc_node *n, const struct peer_set *s,
-                        struct wg_peer *eff, size_t n_eff);
+                        struct wg_peer *eff, size_t *n_eff);
 /* the node moved to the relay: its endpoint is withdrawn (true: join
  * again without it) */
 bool  node_relay_withdraw(struct vpc_node *n);

@@ -18,6 +18,12 @@
  * doubling from 100 ms up to 1 s: traffic resumes within about a second
  * of the path being back.
  *
+ * A direct peer (another node, both with endpoints) that has had traffic
+ * to send for DIRECT_WAIT_MS without ever completing a handshake is given
+ * up: its /32 goes, and its traffic follows the pool route to the hub.
+ * The other side, sending nothing over a path that does not work either,
+ * does the same, so the pair ends up through the hub on both sides.
+ *
  * The main thread computes the peers and applies them; node_relay_adjust()
  * gives the hub entry the endpoint of the current path, and the thread
  * sets it in the device when the path changes (and again if something
@@ -50,6 +56,14 @@
 #define RETRY_MAX_MS        1000
 #define OPEN_TIMEOUT_MS     10000
 #define PROBE_PORT          9       /* discard: the hub answers "unreachable" */
+#define DIRECT_WAIT_MS      15000
+#define DIRECT_MAX          256     /* direct peers followed at once */
+
+/* a direct peer waiting for its first handshake */
+struct direct {
+    uint8_t   key[WG_KEY_LEN];
+    uint64_t  since;            /* when it first had traffic (mono) */
+};
 
 struct node_relay {
     struct vpc_node     *n;
@@ -64,6 +78,8 @@ struct node_relay {
     struct wg_peer       hub;       /* with the hub's own endpoint */
     char                 token[TOKEN_HEX_LEN + 1];
     struct in_addr       hub_address;
+    uint8_t            (*failed)[WG_KEY_LEN];  /* direct peers given up */
+    size_t               n_failed;
 
     /* the thread's own */
     struct wg_device    *dev;
@@ -75,6 +91,8 @@ struct node_relay {
     uint64_t             rx;            /* from the hub, last seen */
     uint64_t             rx_at;         /* when it last grew (mono) */
     uint64_t             probe_at;
+    struct direct        waiting[DIRECT_MAX];
+    size_t               n_waiting;
     struct relay_conn    conn;
 };
 
@@ -110,15 +128,40 @@ set_transport(struct node_relay *r, enum node_transport t, const char *why)
 }
 
 
+static bool
+given_up(const struct node_relay *r, const uint8_t key[WG_KEY_LEN])
+{
+    for (size_t i = 0; i < r->n_failed; i++) {
+        if (memcmp(r->failed[i], key, WG_KEY_LEN) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+
 void
 node_relay_adjust(struct vpc_node *n, const struct peer_set *s,
-                  struct wg_peer *eff, size_t n_eff)
+                  struct wg_peer *eff, size_t *n_eff)
 {
     struct node_relay      *r = n->relay;
     const struct vpc_peer  *hub = peer_set_hub(s);
     struct wg_peer         *w = NULL;
+    size_t                  k = 0;
 
-    for (size_t i = 0; hub != NULL && i < n_eff; i++) {
+    if (r != NULL) {
+        /* the direct peers given up go through the hub, as the
+         * reachability rule has it for those without an endpoint */
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < *n_eff; i++) {
+            if (!given_up(r, eff[i].public_key)) {
+                eff[k++] = eff[i];
+            }
+        }
+        *n_eff = k;
+        pthread_mutex_unlock(&r->lock);
+    }
+    for (size_t i = 0; hub != NULL && i < *n_eff; i++) {
         if (memcmp(eff[i].public_key, hub->key, WG_KEY_LEN) == 0) {
             w = &eff[i];
             break;
@@ -286,6 +329,56 @@ probe(struct node_relay *r)
 }
 
 
+/* direct peers with traffic and no handshake: given up after DIRECT_WAIT_MS */
+static void
+follow_direct(struct node_relay *r, const uint8_t hub[WG_KEY_LEN],
+              const struct wg_peer *peers, size_t np, uint64_t now)
+{
+    struct direct  keep[DIRECT_MAX];
+    size_t         nk = 0;
+    char           b64[WG_KEY_B64_LEN + 1];
+
+    for (size_t i = 0; i < np; i++) {
+        const struct wg_peer *p = &peers[i];
+        uint64_t              since = now;
+        void                 *grown;
+
+        if (memcmp(p->public_key, hub, WG_KEY_LEN) == 0
+            || p->last_handshake.tv_sec != 0 || p->tx_bytes == 0)
+        {
+            continue;
+        }
+        for (size_t j = 0; j < r->n_waiting; j++) {
+            if (memcmp(r->waiting[j].key, p->public_key, WG_KEY_LEN) == 0) {
+                since = r->waiting[j].since;
+            }
+        }
+        if (now - since < DIRECT_WAIT_MS) {
+            if (nk < DIRECT_MAX) {
+                memcpy(keep[nk].key, p->public_key, WG_KEY_LEN);
+                keep[nk++].since = since;
+            }
+            continue;
+        }
+        pthread_mutex_lock(&r->lock);
+        grown = realloc(r->failed, (r->n_failed + 1) * sizeof(*r->failed));
+        if (grown != NULL) {
+            r->failed = grown;
+            memcpy(r->failed[r->n_failed++], p->public_key, WG_KEY_LEN);
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (grown != NULL) {
+            b64_encode(p->public_key, WG_KEY_LEN, b64);
+            log_warn("no handshake with the direct peer %s in %d s: reaching"
+                     " it through the hub", b64, DIRECT_WAIT_MS / 1000);
+            wg_remove_peer(r->dev, p->public_key);
+        }
+    }
+    memcpy(r->waiting, keep, nk * sizeof(keep[0]));
+    r->n_waiting = nk;
+}
+
+
 static void
 check(struct node_relay *r)
 {
@@ -313,6 +406,7 @@ check(struct node_relay *r)
         return;
     }
     on_relay = node_relay_transport(n, &since) == NODE_TRANSPORT_RELAY;
+    follow_direct(r, hub.public_key, peers, np, now);
     for (size_t i = 0; i < np; i++) {
         if (memcmp(peers[i].public_key, hub.public_key, WG_KEY_LEN) != 0) {
             continue;
@@ -420,7 +514,7 @@ node_relay_start(struct vpc_node *n)
                                .sin_port = htons((uint16_t) n->cfg.listen_port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 
-    if (n->relay != NULL || n->transport_mode == TRANSPORT_UDP || n->self.hub) {
+    if (n->relay != NULL || n->self.hub) {
         return 0;
     }
     r = calloc(1, sizeof(*r));
@@ -447,7 +541,7 @@ node_relay_start(struct vpc_node *n)
                        ? NODE_TRANSPORT_RELAY : NODE_TRANSPORT_UDP;
     n->hub_transport_since = time(NULL);
     if (n->have_peers) {
-        node_relay_adjust(n, &n->peers, n->eff, n->n_eff);
+        node_relay_adjust(n, &n->peers, n->eff, &n->n_eff);
     }
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
         n->relay = NULL;
@@ -490,5 +584,6 @@ node_relay_stop(struct vpc_node *n)
     close(r->wake);
     pthread_mutex_destroy(&r->lock);
     OPENSSL_cleanse(r->token, sizeof(r->token));
+    free(r->failed);
     free(r);
 }
