@@ -14,6 +14,7 @@
 #include <http_parser.h>
 #include <openssl/crypto.h>
 
+#include "lib/http_client.h"
 #include "lib/http_upgrade.h"
 #include "lib/util.h"
 
@@ -87,7 +88,7 @@ http_upgrade_open(struct http_upgrade *u, const struct addr_spec *to,
     http_parser_settings   settings;
     struct answer          a = { .protocol = protocol };
     char                   url[512], req[REQUEST_MAX], buf[4096];
-    const char            *host = to->host;
+    const char            *host;
     uint64_t               deadline = clock_mono_ms() + (uint64_t) timeout_ms;
     size_t                 len = 0, off = 0, k, parsed;
     int                    n;
@@ -100,20 +101,7 @@ http_upgrade_open(struct http_upgrade *u, const struct addr_spec *to,
         snprintf(err, errsz, "cannot initialise libcurl");
         return -1;
     }
-    if (to->is_unix) {
-        curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, to->path);
-        snprintf(url, sizeof(url), "http://localhost/");
-        host = "localhost";
-    } else {
-        if (strcmp(host, "0.0.0.0") == 0) {
-            host = "127.0.0.1";
-        } else if (strcmp(host, "::") == 0) {
-            host = "::1";
-        }
-        snprintf(url, sizeof(url), strchr(host, ':') ? "http://[%s]:%s/"
-                                                     : "http://%s:%s/",
-                 host, to->port);
-    }
+    host = http_client_target(curl, to, "/", url, sizeof(url));
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
