@@ -116,8 +116,10 @@ like(slurp("$D/srv/ctld.log"), qr/\(n1\): stream ended: replaced by a new stream
 ok(eventually(sub { in('n1', 'ping -c 1 -W 1 n2.dstack.internal') }, 20),
    'n1 is back on its own stream');
 
-# a WireGuard interface with n2's key, relayed on a stream of n1's token:
+# a WireGuard interface with n2's key, relayed on a stream of n1's token
+# (n1's daemon stopped, so that its own stream does not replace this one):
 # its handshakes reach nothing
+is(system("bash $vpc node-stop n1"), 0, "n1's daemon stopped");
 my $n2key = slurp("$D/n2/state/node.key");
 chomp $n2key;
 open my $kf, '>', "$D/n2.key" or die;
@@ -128,7 +130,7 @@ ok(in('n1', "sh -c 'wireguard-go rlwg-x && wg set rlwg-x private-key $D/n2.key l
           . " peer $key{srv} endpoint 127.0.0.1:52999 allowed-ips 100.128.0.1/32"
           . " persistent-keepalive 1 && ip link set rlwg-x up'"),
    "an interface with n2's key in n1's CVM");
-open my $px, '-|', "bash $vpc exec n1 timeout 8 perl tests/vpc/relay-probe.pl $SRV $token{n1} 52999 51999"
+open my $px, '-|', "bash $vpc exec n1 timeout 12 perl tests/vpc/relay-probe.pl $SRV $token{n1} 52999 51999"
     or BAIL_OUT("probe: $!");
 is(scalar <$px>, "101\n", "relayed on a stream of n1's token");
 close $px;
@@ -136,6 +138,7 @@ is(handshake_with('n1', $key{srv}, 'rlwg-x'), 0, 'its handshakes with the hub ne
 like(slurp("$D/srv/ctld.log"), qr/\(n1\) sent a handshake that is not its key's: dropped/,
      'the server drops them, and says so');
 in('n1', 'ip link del rlwg-x');
+system("bash $vpc node-start n1") == 0 or BAIL_OUT('n1 did not restart');
 ok(eventually(sub { in('n2', 'ping -c 1 -W 1 n1.dstack.internal') }, 20),
    'n1 and n2 still reach each other');
 
