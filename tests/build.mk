@@ -6,7 +6,8 @@ SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer \
 UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
                 $(BUILD)/tests/parse_test
 CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
-                $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts
+                $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts \
+                $(BUILD)/fuzz/fuzz_ctld_relay
 FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target \
                 $(CTLD_FUZZERS)
 FUZZ_SECONDS ?= 5
@@ -58,6 +59,11 @@ $(BUILD)/fuzz/fuzz_ctld_%: tests/fuzz/fuzz_ctld_%.c dstack-ctld/node/node_peers.
 	@mkdir -p $(@D)
 	$(CTLD_FUZZ_CC) $(WG_CFLAGS) -o $@ $(filter %.c,$^) -ljansson \
 	    $(OPENSSL_LIBS) $(WG_LIBS)
+
+$(BUILD)/fuzz/fuzz_ctld_relay: tests/fuzz/fuzz_ctld_relay.c dstack-ctld/lib/relay_wire.c \
+                               $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
+	@mkdir -p $(@D)
+	$(CTLD_FUZZ_CC) -o $@ $(filter %.c,$^) -ljansson $(OPENSSL_LIBS)
 
 # A short run of every fuzzer from its seed corpus; new inputs go to build/.
 # Their stderr is closed (-close_fd_mask=2): the daemon's code logs every
