@@ -211,6 +211,8 @@ node_relay_withdraw(struct vpc_node *n)
 }
 
 
+static void probe(struct node_relay *r);
+
 /* --- the stream --- */
 
 static void
@@ -273,6 +275,9 @@ stream_open(struct node_relay *r)
     relay_conn_init(&r->conn, http_upgrade_send, http_upgrade_recv, &r->up);
     r->open = true;
     log_info("relay stream open");
+    /* the hub answers at the stream's new socket once it hears from us
+     * there: a datagram into the tunnel now, not at the next keepalive */
+    probe(r);
     if (r->up.extra_len > 0
         && relay_input(&r->conn, r->up.extra, r->up.extra_len, to_wireguard, r,
                        &why) != 0)
