@@ -15,8 +15,9 @@
  * UDP is tried and still fails.
  *
  * The stream, when cut, is opened again at once, then after backoff
- * doubling from 100 ms up to 1 s: traffic resumes within about a second
- * of the path being back.
+ * doubling from 50 ms up to 500 ms: traffic resumes within about half a
+ * second of the path being back (plus what TCP inside the tunnel waits
+ * before it sends again).
  *
  * A direct peer (another node, both with endpoints) that has had traffic
  * to send for DIRECT_WAIT_MS without ever completing a handshake is given
@@ -52,8 +53,8 @@
 #define HANDSHAKE_WAIT_MS   5000
 #define TICK_MS             250
 #define CHECK_MS            1000
-#define RETRY_FIRST_MS      100
-#define RETRY_MAX_MS        1000
+#define RETRY_FIRST_MS      50
+#define RETRY_MAX_MS        500
 #define OPEN_TIMEOUT_MS     10000
 #define PROBE_PORT          9       /* discard: the hub answers "unreachable" */
 #define DIRECT_WAIT_MS      15000
@@ -461,6 +462,8 @@ relay_main(void *arg)
     struct pollfd       p[3];
     uint64_t            checked = 0;
     const char         *why = NULL;
+    int                 timeout;
+    bool                relayed;
     time_t              since;
 
     r->udp_since = r->rx_at = clock_mono_ms();
@@ -470,7 +473,8 @@ relay_main(void *arg)
             checked = clock_mono_ms();
             check(r);
         }
-        if (node_relay_transport(r->n, &since) == NODE_TRANSPORT_RELAY && !r->open) {
+        relayed = node_relay_transport(r->n, &since) == NODE_TRANSPORT_RELAY;
+        if (relayed && !r->open) {
             stream_open(r);
         }
         p[0] = (struct pollfd) { .fd = r->wake, .events = POLLIN };
@@ -479,7 +483,16 @@ relay_main(void *arg)
         if (r->open && relay_pending(&r->conn)) {
             p[2].events |= POLLOUT;
         }
-        if (poll(p, 3, TICK_MS) < 0 && errno != EINTR) {
+        timeout = TICK_MS;
+        if (relayed && !r->open && r->retry_at > 0) {
+            /* the next attempt on time, not at the next tick */
+            uint64_t  now = clock_mono_ms();
+
+            timeout = r->retry_at <= now ? 0
+                      : r->retry_at - now < TICK_MS ? (int) (r->retry_at - now)
+                      : TICK_MS;
+        }
+        if (poll(p, 3, timeout) < 0 && errno != EINTR) {
             break;
         }
         if (p[0].revents) {
