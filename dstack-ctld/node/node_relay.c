@@ -8,11 +8,12 @@
  * server's relay endpoint (lib/relay_wire.h), and back.  On UDP the
  * socket is idle and the hub peer has the hub's own endpoint.
  *
- * auto: UDP when the hub has an endpoint and a handshake completes within
- * HANDSHAKE_WAIT_MS; otherwise, and once nothing has come from the hub
+ * auto: UDP when the hub has an endpoint and something comes back from it
+ * (a handshake, an answer to a probe) within HANDSHAKE_WAIT_MS; otherwise, and once nothing has come from the hub
  * for two keepalive intervals (a probe is sent after one), the relay.
- * The relay is kept from then on: going back would lose traffic each time
- * UDP is tried and still fails.
+ * The relay is kept from then on (going back would lose traffic each time
+ * UDP is tried and still fails), unless the relay endpoint cannot be
+ * reached at all: then UDP is tried again.
  *
  * The stream, when cut, is opened again at once, then after backoff
  * doubling from 50 ms up to 500 ms: traffic resumes within about half a
@@ -36,6 +37,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,11 +52,14 @@
 #include "lib/relay_wire.h"
 #include "node/node.h"
 
-#define HANDSHAKE_WAIT_MS   5000
+/* two of WireGuard's handshake attempts (REKEY_TIMEOUT, 5 s): the hub may
+ * learn of this node a moment after it starts */
+#define HANDSHAKE_WAIT_MS   12000
 #define TICK_MS             250
 #define CHECK_MS            1000
 #define RETRY_FIRST_MS      50
 #define RETRY_MAX_MS        500
+#define RETRIES_BEFORE_UDP  8       /* about 2 s of failed attempts */
 #define OPEN_TIMEOUT_MS     10000
 #define PROBE_PORT          9       /* discard: the hub answers "unreachable" */
 #define DIRECT_WAIT_MS      15000
@@ -171,11 +176,6 @@ node_relay_adjust(struct vpc_node *n, const struct peer_set *s,
     if (w == NULL) {
         return;
     }
-    if (n->transport_mode != TRANSPORT_UDP) {
-        /* the hub must be heard from: a keepalive keeps the path alive
-         * and tells the chooser it works */
-        w->persistent_keepalive = (uint16_t) n->cfg.keepalive;
-    }
     if (r == NULL) {
         return;
     }
@@ -208,6 +208,8 @@ node_relay_withdraw(struct vpc_node *n)
     free(n->cfg.endpoint);
     n->cfg.endpoint = NULL;
     n->self.has_endpoint = false;
+    /* as any node without an endpoint: the hub must be able to reach it */
+    n->self.keepalive = (uint16_t) n->cfg.keepalive;
     return true;
 }
 
@@ -263,12 +265,12 @@ stream_open(struct node_relay *r)
     OPENSSL_cleanse(token, sizeof(token));
     if (rc != 0) {
         delay = r->attempt == 0 ? 0 : RETRY_FIRST_MS << (r->attempt - 1);
-        if (r->attempt < 8) {
+        if (r->attempt < RETRIES_BEFORE_UDP) {
             r->attempt++;
         }
         delay = delay > RETRY_MAX_MS ? RETRY_MAX_MS : delay;
         r->retry_at = clock_mono_ms() + delay;
-        if (r->attempt <= 2 || r->attempt == 8) {
+        if (r->attempt <= 2 || r->attempt == RETRIES_BEFORE_UDP) {
             log_warn("relay stream: %s", err);
         }
         return;
@@ -440,13 +442,23 @@ check(struct node_relay *r)
                 probe(r);
             }
         }
+        if (on_relay && n->transport_mode == TRANSPORT_AUTO && hub.has_endpoint
+            && !r->open && r->attempt >= RETRIES_BEFORE_UDP)
+        {
+            /* neither path works: try UDP again rather than wait on a
+             * relay that does not answer */
+            set_transport(r, NODE_TRANSPORT_UDP, "the relay endpoint cannot be reached");
+            on_relay = false;
+            r->attempt = 0;
+            r->retry_at = 0;
+            r->udp_since = r->rx_at = now;
+            wg_set_peer(r->dev, &hub);
+        }
         /* the endpoint the path wants, whoever set another */
         if (on_relay && !same_endpoint(&peers[i], &r->local)) {
             hub.has_endpoint = true;
             memcpy(&hub.endpoint.sin, &r->local, sizeof(r->local));
-            if (n->transport_mode != TRANSPORT_UDP) {
-                hub.persistent_keepalive = (uint16_t) n->cfg.keepalive;
-            }
+            hub.persistent_keepalive = (uint16_t) n->cfg.keepalive;
             wg_set_peer(r->dev, &hub);
         }
         break;
@@ -528,6 +540,8 @@ node_relay_start(struct vpc_node *n)
 {
     struct node_relay  *r;
     socklen_t           len = sizeof(struct sockaddr_in);
+    sigset_t            stop, old;
+    int                 rc;
     struct sockaddr_in  wg = { .sin_family = AF_INET,
                                .sin_port = htons((uint16_t) n->cfg.listen_port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -561,7 +575,14 @@ node_relay_start(struct vpc_node *n)
     if (n->have_peers) {
         node_relay_adjust(n, &n->peers, n->eff, &n->n_eff);
     }
-    if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+    /* SIGTERM and SIGINT go to the main thread, whose waits they end */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    rc = pthread_create(&r->thread, NULL, relay_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
         n->relay = NULL;
         log_error("relay: cannot start its thread");
         goto fail;
