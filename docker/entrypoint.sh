@@ -52,6 +52,7 @@ fi
 
 MESH_LISTEN=${MESH_LISTEN:-443}
 MESH_ENTRY=${MESH_ENTRY:-127.0.0.1:80}
+MESH_METRICS_LISTEN=${MESH_METRICS_LISTEN-127.0.0.1:9113}
 WG_INTERFACE=${VPC_WG_INTERFACE:-wg-dstack}
 WG_BACKEND=${VPC_WG_BACKEND:-auto}
 WG_PORT=${VPC_WG_PORT:-51820}
@@ -305,8 +306,23 @@ EOF
             proxy_read_timeout 330s;
         }
     }
-}
 EOF
+    if [ -n "$MESH_METRICS_LISTEN" ]; then
+        cat <<EOF
+
+    # the mesh counters in Prometheus text, on this CVM's loopback
+    mesh_metrics_zone mesh_metrics 1m;
+
+    server {
+        listen $MESH_METRICS_LISTEN;
+
+        location = /metrics {
+            mesh_metrics;
+        }
+    }
+EOF
+    fi
+    echo "}"
 }
 
 render_nginx > "$NGX_DIR/nginx.conf.tmp"

@@ -14,6 +14,7 @@
  *   ngx_http_dstack_mesh_agent.c     the guest-agent fallback and its
  *                                    mesh_agent_methods allowlist
  *   ngx_http_dstack_mesh_headers.c   request-header edits, JSON answers
+ *   ngx_http_dstack_mesh_metrics.c   counters in a shared zone, mesh_metrics
  */
 
 
@@ -63,6 +64,8 @@ typedef struct {
     ngx_http_complex_value_t   *port;
     ngx_http_complex_value_t   *instance;
     ngx_http_complex_value_t   *tls;
+    /* the app's counters in the main conf's targets; 0: found per request */
+    ngx_uint_t                  app_index;
 } ngx_http_dstack_mesh_target_conf_t;
 
 
@@ -79,19 +82,54 @@ typedef struct {
 } ngx_http_dstack_mesh_table_t;
 
 
+/* mesh_metrics_zone: the counters, in ngx_http_dstack_mesh_metrics.c */
+
+typedef struct ngx_http_dstack_mesh_metrics_s  ngx_http_dstack_mesh_metrics_t;
+typedef struct ngx_http_dstack_mesh_app_metrics_s
+    ngx_http_dstack_mesh_app_metrics_t;
+
+
+/* an app that has counters, or "other" (index 0 of its list) */
+
+typedef struct {
+    ngx_str_t                            name;
+    ngx_http_dstack_mesh_app_metrics_t  *metrics;    /* its zone record */
+} ngx_http_dstack_mesh_app_t;
+
+
+/* the outcome of a connection attempt to another app */
+
+typedef enum {
+    NGX_HTTP_DSTACK_MESH_OUT_OK = 0,
+    NGX_HTTP_DSTACK_MESH_OUT_PIN_REFUSED,       /* the peer's certificate */
+    NGX_HTTP_DSTACK_MESH_OUT_CONNECT_FAILURE,   /* no connection or TLS */
+    NGX_HTTP_DSTACK_MESH_OUT_TIMEOUT,
+    NGX_HTTP_DSTACK_MESH_OUT_ERROR,             /* after the handshake */
+    NGX_HTTP_DSTACK_MESH_OUT_N
+} ngx_http_dstack_mesh_outcome_e;
+
+
 /*
  * mesh_keepalive, mesh_keepalive_timeout, mesh_keepalive_requests,
- * mesh_keepalive_time, mesh_ssl_session_cache_size; the two tables
+ * mesh_keepalive_time, mesh_ssl_session_cache_size; the two tables;
+ * mesh_metrics_zone and the apps that have counters
  */
 
 typedef struct {
-    ngx_uint_t                     cache_size;
-    ngx_msec_t                     cache_timeout;
-    ngx_uint_t                     requests;
-    ngx_msec_t                     time;
-    ngx_uint_t                     sessions_size;
-    ngx_http_dstack_mesh_table_t   idle;
-    ngx_http_dstack_mesh_table_t   sessions;
+    ngx_uint_t                       cache_size;
+    ngx_msec_t                       cache_timeout;
+    ngx_uint_t                       requests;
+    ngx_msec_t                       time;
+    ngx_uint_t                       sessions_size;
+    ngx_http_dstack_mesh_table_t     idle;
+    ngx_http_dstack_mesh_table_t     sessions;
+
+    ngx_shm_zone_t                  *metrics_zone;
+    ngx_http_dstack_mesh_metrics_t  *metrics;       /* NULL: no counting */
+    ngx_array_t                      callers;       /* mesh_allow_apps' */
+    ngx_array_t                      targets;       /* mesh_target's */
+    u_char                          *metrics_file;  /* the first mesh_metrics */
+    ngx_uint_t                       metrics_line;
 } ngx_http_dstack_mesh_main_conf_t;
 
 
@@ -133,6 +171,8 @@ typedef struct {
     const char                           *reason;
     ngx_str_t                             app_id;
     u_char                                hex[APP_ID_HEX_MAX + 1];
+    /* the app's counters, looked up at its first counted request */
+    ngx_http_dstack_mesh_app_metrics_t   *metrics;
 } ngx_http_dstack_mesh_caller_t;
 
 
@@ -243,6 +283,27 @@ ngx_int_t ngx_http_dstack_mesh_remove_headers(ngx_http_request_t *r,
     const ngx_str_t *names);
 ngx_int_t ngx_http_dstack_mesh_replace_header(ngx_http_request_t *r,
     const ngx_str_t *names, ngx_str_t *key, ngx_str_t *value);
+
+/* metrics */
+char *ngx_http_dstack_mesh_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_dstack_mesh_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_dstack_mesh_metrics_init_apps(ngx_conf_t *cf,
+    ngx_array_t *apps);
+ngx_int_t ngx_http_dstack_mesh_metrics_app(ngx_conf_t *cf, ngx_array_t *apps,
+    u_char *name, size_t len);
+char *ngx_http_dstack_mesh_metrics_check(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_main_conf_t *mmcf);
+void ngx_http_dstack_mesh_count_inbound(ngx_http_request_t *r,
+    ngx_http_dstack_mesh_caller_t *caller, ngx_int_t rc);
+void ngx_http_dstack_mesh_count_outbound(ngx_http_dstack_mesh_main_conf_t *mmcf,
+    ngx_http_dstack_mesh_ctx_t *ctx, ngx_http_dstack_mesh_outcome_e outcome);
+void ngx_http_dstack_mesh_count_attempt(ngx_http_dstack_mesh_main_conf_t *mmcf,
+    ngx_http_dstack_mesh_ctx_t *ctx, ngx_peer_connection_t *pc,
+    ngx_uint_t state);
+void ngx_http_dstack_mesh_count_idle(ngx_http_dstack_mesh_main_conf_t *mmcf,
+    ngx_uint_t hit);
 
 /* a short JSON answer, {"error": "..."} or the agent's /gateway */
 ngx_int_t ngx_http_dstack_mesh_send_json(ngx_http_request_t *r,

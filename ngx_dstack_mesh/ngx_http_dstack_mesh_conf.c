@@ -21,6 +21,8 @@ static char *ngx_http_dstack_mesh_proxy_directive(ngx_conf_t *cf,
     ngx_str_t *args, ngx_uint_t nargs);
 static char *ngx_http_dstack_mesh_check_literal_target(ngx_conf_t *cf,
     ngx_http_dstack_mesh_target_conf_t *tcf);
+static ngx_int_t ngx_http_dstack_mesh_target_app(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_target_conf_t *tcf);
 static ngx_uint_t ngx_http_dstack_mesh_valid_host(ngx_str_t *host,
     const char *extra);
 static ngx_int_t ngx_http_dstack_mesh_check_validity(ngx_conf_t *cf,
@@ -37,8 +39,9 @@ ngx_http_dstack_mesh_allow_apps(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_dstack_mesh_loc_conf_t *mlcf = conf;
 
-    ngx_str_t   *value, *app;
-    ngx_uint_t   i;
+    ngx_str_t                         *value, *app;
+    ngx_uint_t                         i;
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
     if (mlcf->allow_apps != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -86,6 +89,18 @@ ngx_http_dstack_mesh_allow_apps(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         app->len = value[i].len;
+
+        /* each allowed app has counters of its own */
+
+        mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_dstack_mesh_module);
+
+        if (ngx_http_dstack_mesh_metrics_app(cf, &mmcf->callers, app->data,
+                                             app->len)
+            == NGX_ERROR)
+        {
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
@@ -155,6 +170,10 @@ ngx_http_dstack_mesh_target(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rv = ngx_http_dstack_mesh_check_literal_target(cf, tcf);
     if (rv != NGX_CONF_OK) {
         return rv;
+    }
+
+    if (ngx_http_dstack_mesh_target_app(cf, tcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (cf->cmd_type != NGX_HTTP_SRV_CONF) {
@@ -398,6 +417,38 @@ ngx_http_dstack_mesh_check_literal_target(ngx_conf_t *cf,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* a target app without variables has counters of its own */
+
+static ngx_int_t
+ngx_http_dstack_mesh_target_app(ngx_conf_t *cf,
+    ngx_http_dstack_mesh_target_conf_t *tcf)
+{
+    ngx_int_t                          index;
+    ngx_http_dstack_mesh_main_conf_t  *mmcf;
+    u_char                             app[MESH_TARGET_ID_MAX + 1];
+
+    if (tcf->app.lengths
+        || !app_id_parse((char *) tcf->app.value.data, tcf->app.value.len,
+                         MESH_TARGET_ID_MAX, (char *) app))
+    {
+        /* looked up per request; an empty app is the agent's, not counted */
+        return NGX_OK;
+    }
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dstack_mesh_module);
+
+    index = ngx_http_dstack_mesh_metrics_app(cf, &mmcf->targets, app,
+                                             tcf->app.value.len);
+    if (index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    tcf->app_index = index;
+
+    return NGX_OK;
 }
 
 

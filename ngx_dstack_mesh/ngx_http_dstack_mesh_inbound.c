@@ -43,14 +43,14 @@ static ngx_int_t  ngx_http_dstack_mesh_header_variable_index;
 
 static ngx_http_dstack_mesh_caller_t  ngx_http_dstack_mesh_no_tls = {
     NGX_HTTP_DSTACK_MESH_CALLER_NO_TLS, "not a TLS connection",
-    ngx_null_string, ""
+    ngx_null_string, "", NULL
 };
 
 static ngx_http_dstack_mesh_caller_t  ngx_http_dstack_mesh_misdirected = {
     NGX_HTTP_DSTACK_MESH_CALLER_MISDIRECTED,
     "the certificate was verified by another server "
     "(the TLS server name and Host pick different servers)",
-    ngx_null_string, ""
+    ngx_null_string, "", NULL
 };
 
 
@@ -339,6 +339,8 @@ ngx_http_dstack_mesh_access_handler(ngx_http_request_t *r)
     }
 
     rc = ngx_http_dstack_mesh_verdict(r, mlcf, &caller);
+
+    ngx_http_dstack_mesh_count_inbound(r, caller, rc);
 
     if (rc == NGX_OK) {
         return NGX_OK;

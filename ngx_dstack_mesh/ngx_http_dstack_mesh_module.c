@@ -127,6 +127,20 @@ static ngx_command_t  ngx_http_dstack_mesh_commands[] = {
       offsetof(ngx_http_dstack_mesh_main_conf_t, sessions_size),
       NULL },
 
+    { ngx_string("mesh_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_dstack_mesh_metrics_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_metrics"),
+      NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_dstack_mesh_metrics,
+      0,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -195,6 +209,21 @@ ngx_http_dstack_mesh_create_main_conf(ngx_conf_t *cf)
     mmcf->time = NGX_CONF_UNSET_MSEC;
     mmcf->sessions_size = NGX_CONF_UNSET_UINT;
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mmcf->metrics_zone = NULL;
+     *     mmcf->metrics = NULL;
+     *     mmcf->metrics_file = NULL;
+     */
+
+    if (ngx_http_dstack_mesh_metrics_init_apps(cf, &mmcf->callers) != NGX_OK
+        || ngx_http_dstack_mesh_metrics_init_apps(cf, &mmcf->targets)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
     return mmcf;
 }
 
@@ -210,7 +239,7 @@ ngx_http_dstack_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mmcf->time, 3600000);
     ngx_conf_init_uint_value(mmcf->sessions_size, 64);
 
-    return NGX_CONF_OK;
+    return ngx_http_dstack_mesh_metrics_check(cf, mmcf);
 }
 
 

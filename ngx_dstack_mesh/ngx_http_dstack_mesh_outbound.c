@@ -333,6 +333,10 @@ ngx_http_dstack_mesh_resolve_handler(ngx_resolver_ctx_t *rctx)
                       ngx_resolver_strerror(rctx->state));
         rc = NGX_HTTP_BAD_GATEWAY;
 
+        ngx_http_dstack_mesh_count_outbound(
+                 ngx_http_get_module_main_conf(r, ngx_http_dstack_mesh_module),
+                 ctx, NGX_HTTP_DSTACK_MESH_OUT_CONNECT_FAILURE);
+
     } else {
         ngx_inet_set_port(rctx->addrs[0].sockaddr,
                           ctx->conf->gateway->port);

@@ -350,6 +350,7 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
                    ngx_http_dstack_mesh_table_find(&mmcf->idle, key, 0);
 
         if (item == NULL) {
+            ngx_http_dstack_mesh_count_idle(mmcf, 0);
             return NGX_OK;
         }
 
@@ -364,6 +365,7 @@ ngx_http_dstack_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
     }
 
     ngx_http_dstack_mesh_table_remove(&mmcf->idle, &item->entry);
+    ngx_http_dstack_mesh_count_idle(mmcf, 1);
 
     c->idle = 0;
     c->sent = 0;
@@ -406,6 +408,8 @@ ngx_http_dstack_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     c = pc->connection;
     u = pd->request->upstream;
     mmcf = pd->mmcf;
+
+    ngx_http_dstack_mesh_count_attempt(mmcf, pd->ctx, pc, state);
 
     if (state & NGX_PEER_FAILED
         || c == NULL

@@ -96,6 +96,9 @@ SKIP: {
           qr/apps allowed: $SRV \(this server's own app/, 'default VPC_ALLOWED_APPS');
     like(slurp("$dir/srv/probe/nginx/nginx.conf"), qr/^\s*mesh_allow_apps $SRV;$/m,
          '  nginx lets the server\'s own app in, no other');
+    like(slurp("$dir/srv/probe/nginx/nginx.conf"),
+         qr/^\s*mesh_metrics_zone \S+ 1m;\s+server \{\s+listen 127\.0\.0\.1:9113;\s+location = \/metrics \{\s+mesh_metrics;/m,
+         '  the mesh counters on 127.0.0.1:9113/metrics');
     fails({ %server, NGINX => '/bin/false', DSTACK_AGENT_SOCKET => "$dir/srv/dstack.sock",
             DSTACK_VPC_CONFIG_DIR => "$dir/srv/probe", VPC_ALLOWED_APPS => 'any' },
           qr/warning: VPC_ALLOWED_APPS=any/, 'VPC_ALLOWED_APPS=any: a warning');
@@ -134,6 +137,14 @@ SKIP: {
          qr/"count":1.*n1\.dstack\.internal/s, 'discovery through the mesh finds n1');
     ok(eventually(sub { out('n1', 'ping -c 1 -W 2 vpc-server.dstack.internal') =~ / 0% packet loss/ }),
        'n1 pings the hub by name over WireGuard');
+    # the discovery call above, on both sides' pages (a target from headers
+    # counts as "other"; N1 is one of the server's allowed apps)
+    like(out('n1', 'curl -sS --max-time 5 http://127.0.0.1:9113/metrics'),
+         qr/^dstack_mesh_outbound_requests_total\{app="other",outcome="ok"\} [1-9]/m,
+         "n1's mesh counters show its calls to the server");
+    like(out('srv', 'curl -sS --max-time 5 http://127.0.0.1:9113/metrics'),
+         qr/^dstack_mesh_inbound_app_requests_total\{app="$N1",outcome="allowed"\} [1-9]/m,
+         "the server's show n1's calls, by app");
     like(slurp("$dir/srv/entrypoint.log"), qr/role server, app $SRV/, 'the server says its role');
 
     # supervision: a dead dstack-ctld comes back

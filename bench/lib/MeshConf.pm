@@ -44,6 +44,14 @@ CONF
             empty_gif;
         }
 CONF
+        metrics => <<"CONF",
+        mesh_auth on;
+        mesh_allow_apps $APP_A $APP_C;
+
+        location / {
+            empty_gif;
+        }
+CONF
         authreq => <<'CONF',
         location / {
             auth_request /_auth;
@@ -62,6 +70,8 @@ CONF
         }
 CONF
     );
+    # the same mesh_auth, counting in a shared zone
+    my $zone = $variant ne 'metrics' ? '' : "    mesh_metrics_zone mesh 1m;\n";
     my $upstream = $variant ne 'authreq' ? '' : <<"CONF";
     upstream authsvc {
         server unix:$auth_socket;
@@ -71,7 +81,7 @@ CONF
 CONF
 
     return <<"CONF";
-$upstream
+$zone$upstream
     server {
         listen 127.0.0.1:$port ssl;
         ssl_certificate $c/app-b.crt;
