@@ -59,7 +59,10 @@
 #define CHECK_MS            1000
 #define RETRY_FIRST_MS      50
 #define RETRY_MAX_MS        500
-#define RETRIES_BEFORE_UDP  8       /* about 2 s of failed attempts */
+#define RETRIES_LOGGED      8
+/* a relay that cannot be opened for this long: try UDP again (a gateway
+ * restart is over well before) */
+#define RELAY_GIVE_UP_MS    30000
 #define OPEN_TIMEOUT_MS     10000
 #define PROBE_PORT          9       /* discard: the hub answers "unreachable" */
 #define DIRECT_WAIT_MS      15000
@@ -93,6 +96,7 @@ struct node_relay {
     struct http_upgrade  up;
     unsigned             attempt;
     uint64_t             retry_at;
+    uint64_t             failing_since; /* first failed open in a row (mono) */
     uint64_t             udp_since;     /* when UDP was chosen (mono) */
     uint64_t             rx;            /* from the hub, last seen */
     uint64_t             rx_at;         /* when it last grew (mono) */
@@ -265,18 +269,22 @@ stream_open(struct node_relay *r)
     OPENSSL_cleanse(token, sizeof(token));
     if (rc != 0) {
         delay = r->attempt == 0 ? 0 : RETRY_FIRST_MS << (r->attempt - 1);
-        if (r->attempt < RETRIES_BEFORE_UDP) {
+        if (r->failing_since == 0) {
+            r->failing_since = clock_mono_ms();
+        }
+        if (r->attempt < RETRIES_LOGGED) {
             r->attempt++;
         }
         delay = delay > RETRY_MAX_MS ? RETRY_MAX_MS : delay;
         r->retry_at = clock_mono_ms() + delay;
-        if (r->attempt <= 2 || r->attempt == RETRIES_BEFORE_UDP) {
+        if (r->attempt <= 2 || r->attempt == RETRIES_LOGGED) {
             log_warn("relay stream: %s", err);
         }
         return;
     }
     relay_conn_init(&r->conn, http_upgrade_send, http_upgrade_recv, &r->up);
     r->open = true;
+    r->failing_since = 0;
     log_info("relay stream open");
     /* the hub answers at the stream's new socket once it hears from us
      * there: a datagram into the tunnel now, not at the next keepalive */
@@ -443,7 +451,8 @@ check(struct node_relay *r)
             }
         }
         if (on_relay && n->transport_mode == TRANSPORT_AUTO && hub.has_endpoint
-            && !r->open && r->attempt >= RETRIES_BEFORE_UDP)
+            && !r->open && r->failing_since != 0
+            && now - r->failing_since > RELAY_GIVE_UP_MS)
         {
             /* neither path works: try UDP again rather than wait on a
              * relay that does not answer */
@@ -451,6 +460,7 @@ check(struct node_relay *r)
             on_relay = false;
             r->attempt = 0;
             r->retry_at = 0;
+            r->failing_since = 0;
             r->udp_since = r->rx_at = now;
             wg_set_peer(r->dev, &hub);
         }
