@@ -1,7 +1,9 @@
 #!/usr/bin/perl
 # A TCP transfer for the relay test, run inside a CVM namespace:
 #   xfer.pl recv ADDR PORT         accepts one connection, reads to the end,
-#                                  prints "bytes SHA256 max-gap-seconds"
+#                                  prints "bytes SHA256 max-gap-seconds
+#                                  gap-end" (the end of the longest gap
+#                                  between two reads, epoch seconds)
 #   xfer.pl send ADDR PORT FILE MBPS   sends FILE at about MBPS megabytes/s
 use strict;
 use warnings;
@@ -15,18 +17,18 @@ if ($mode eq 'recv') {
                                   Listen => 1, ReuseAddr => 1) or die "listen: $!";
     my $c = $l->accept or die "accept: $!";
     my $sha = Digest::SHA->new(256);
-    my ($n, $gap, $last) = (0, 0, undef);
+    my ($n, $gap, $last, $end) = (0, 0, undef, 0);
     while (1) {
         my $k = sysread($c, my $buf, 65536);
         die "read: $!" unless defined $k;
         last if $k == 0;
         my $now = time;
-        $gap = $now - $last if defined $last && $now - $last > $gap;
+        ($gap, $end) = ($now - $last, $now) if defined $last && $now - $last > $gap;
         $last = $now;
         $n += $k;
         $sha->add($buf);
     }
-    printf "%d %s %.3f\n", $n, $sha->hexdigest, $gap;
+    printf "%d %s %.3f %.3f\n", $n, $sha->hexdigest, $gap, $end;
 } else {
     my $c = IO::Socket::INET->new(PeerAddr => $addr, PeerPort => $port)
         or die "connect: $!";
