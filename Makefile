@@ -3,7 +3,8 @@
 #   make deps    install the Debian packages every target needs
 #   make         build everything into build/
 #   make test    build, then run every test (one summary line at the end)
-#   make demo    a local VPC in network namespaces, step by step (ONCE=1: then exit)
+#   make demo    a local VPC in network namespaces, step by step (ONCE=1: then exit;
+#                VPC_UDP=off: UDP between the CVMs blocked, WireGuard over the relay)
 #   make image   the container image, with podman (mk/image.mk)
 #   make deb     the Debian packages (mk/deb.mk, debian/)
 #   make test-image   both, run and installed (tests/image/)
@@ -79,7 +80,7 @@ test-asan: deps
 # until Ctrl-C, or ONCE=1 to tear down and exit with the result.
 demo: deps
 	$(MAKE) all
-	ONCE=$(ONCE) DSTACK_BIN=$(BIN) tests/vpc/demo.sh
+	ONCE=$(ONCE) VPC_UDP=$(VPC_UDP) DSTACK_BIN=$(BIN) tests/vpc/demo.sh
 
 # Side-by-side ratios against the plain-nginx baseline (bench/README.md);
 # not part of make test.

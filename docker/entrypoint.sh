@@ -58,6 +58,7 @@ WG_INTERFACE=${VPC_WG_INTERFACE:-wg-dstack}
 WG_BACKEND=${VPC_WG_BACKEND:-auto}
 WG_PORT=${VPC_WG_PORT:-51820}
 WG_ENDPOINT=${VPC_WG_ENDPOINT:-}
+WG_TRANSPORT=${VPC_WG_TRANSPORT:-auto}
 HOSTS_FILE=${VPC_HOSTS_FILE:-/etc/hosts}
 LOG_LEVEL=${VPC_LOG_LEVEL:-info}
 RESTART_MAX=${RESTART_MAX:-5}
@@ -69,6 +70,10 @@ is_true "${VPC_SERVER_ENABLED:-false}" VPC_SERVER_ENABLED && SERVER=true
 if ! [[ $WG_PORT =~ ^[0-9]+$ ]] || (( WG_PORT < 1 || WG_PORT > 65535 )); then
     die "VPC_WG_PORT: \"$WG_PORT\" is not a port number"
 fi
+case $WG_TRANSPORT in
+    auto|udp|relay) ;;
+    *) die "VPC_WG_TRANSPORT: \"$WG_TRANSPORT\" is not auto, udp or relay" ;;
+esac
 [[ $RESTART_MAX =~ ^[0-9]+$ && $RESTART_WINDOW =~ ^[0-9]+$ ]] ||
     die "RESTART_MAX and RESTART_WINDOW must be whole numbers"
 
@@ -77,9 +82,9 @@ if $SERVER; then
     MESH_BACKEND=${MESH_BACKEND:-unix:/run/dstack-vpc/ctld.sock}
     # empty: this server's own app alone, once the guest agent has told it
     ALLOWED_APPS=${VPC_ALLOWED_APPS:-${ALLOWED_APPS:-}}
-    [ -n "$WG_ENDPOINT" ] || die "VPC_WG_ENDPOINT is required on the server:" \
-        "the host:port where nodes reach this CVM's WireGuard port $WG_PORT" \
-        "(the hub), e.g. VPC_WG_ENDPOINT=203.0.113.7:$WG_PORT"
+    [ -n "$WG_ENDPOINT" ] || log "no VPC_WG_ENDPOINT: every node reaches the hub" \
+        "through the relay over the gateway (set it to the host:port forwarded" \
+        "to this CVM's WireGuard port $WG_PORT for direct UDP)"
     case $MESH_BACKEND in
         unix:/*)
             # a directory of its own: its group and mode are set below
@@ -312,7 +317,9 @@ EOF
             proxy_pass $backend;
             proxy_http_version 1.1;
             proxy_set_header Host \$host;
-            proxy_set_header Connection "";
+            # keepalive to the backend, and upgrades (the VPC relay)
+            proxy_set_header Connection \$mesh_connection;
+            proxy_set_header Upgrade \$http_upgrade;
             proxy_read_timeout 330s;
             proxy_buffering off;
         }
@@ -370,9 +377,10 @@ fi
 if [ "$ROLE" = server ]; then
     server_cmd=("$CTLD" server --listen "$MESH_BACKEND" --data-dir "$DATA_DIR"
                 --max-connections "$CTLD_CONNECTIONS"
-                --allowed-apps "$ALLOWED_APPS" --wg-endpoint "$WG_ENDPOINT"
+                --allowed-apps "$ALLOWED_APPS" --wg-port "$WG_PORT"
                 --server-app-id "$APP_ID" --gateway-domain "${GATEWAY_DOMAIN%:*}"
                 --log-level "$LOG_LEVEL")
+    [ -n "$WG_ENDPOINT" ] && server_cmd+=(--wg-endpoint "$WG_ENDPOINT")
     hub_url=http://$MESH_BACKEND
     if [[ $MESH_BACKEND == unix:* ]]; then hub_url=$MESH_BACKEND; fi
     hub_cmd=("$CTLD" node --hub --data-dir "$DATA_DIR"
@@ -386,7 +394,8 @@ else
               --server-app-id "$SERVER_APP_ID"
               --interface "$WG_INTERFACE" --backend "$WG_BACKEND"
               --listen-port "$WG_PORT" --state-dir "$DATA_DIR"
-              --hosts-file "$HOSTS_FILE" --log-level "$LOG_LEVEL")
+              --hosts-file "$HOSTS_FILE" --log-level "$LOG_LEVEL"
+              --transport "$WG_TRANSPORT")
     [ -n "${VPC_NODE_NAME:-}" ] && node_cmd+=(--name "$VPC_NODE_NAME")
     [ -n "${VPC_NODE_TYPE:-}" ] && node_cmd+=(--node-type "$VPC_NODE_TYPE")
     [ -n "$WG_ENDPOINT" ] && node_cmd+=(--endpoint "$WG_ENDPOINT")

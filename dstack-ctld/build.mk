@@ -8,7 +8,7 @@ CTLD_SRC  := dstack-ctld/main.c \
              $(sort $(wildcard $(addprefix dstack-ctld/,$(addsuffix /*.c,lib server node cli))))
 CTLD_OBJ  := $(patsubst dstack-ctld/%.c,$(BUILD)/obj/ctld/%.o,$(CTLD_SRC)) \
              $(COMMON_OBJ)
-CTLD_LIBS := -lmicrohttpd -lsqlite3 -ljansson -lcurl -lnftables -lldns $(OPENSSL_LIBS) \
+CTLD_LIBS := -lmicrohttpd -lsqlite3 -ljansson -lcurl -lhttp_parser -lnftables -lldns $(OPENSSL_LIBS) \
              -lpthread
 CTLD_CFLAGS := -Idstack-ctld
 

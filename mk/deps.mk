@@ -6,7 +6,7 @@ DEB_PACKAGES := \
 	nginx nginx-dev libnginx-mod-stream \
 	libssl-dev openssl ca-certificates libsqlite3-dev sqlite3 libjansson-dev \
 	libcurl4-openssl-dev curl libnl-3-dev libnl-genl-3-dev libnl-route-3-dev \
-	libmicrohttpd-dev libnftables-dev nftables libldns-dev \
+	libmicrohttpd-dev libnftables-dev nftables libldns-dev libhttp-parser-dev \
 	bind9-dnsutils dnsmasq-base \
 	wireguard-tools wireguard-go iproute2 iputils-ping procps psmisc shellcheck \
 	qemu-system-x86 busybox-static cpio kmod \

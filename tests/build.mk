@@ -8,7 +8,7 @@ UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
                 $(BUILD)/tests/log_test
 CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
                 $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts \
-                $(BUILD)/fuzz/fuzz_ctld_dns
+                $(BUILD)/fuzz/fuzz_ctld_dns $(BUILD)/fuzz/fuzz_ctld_relay
 FUZZERS      := $(BUILD)/fuzz/fuzz_ratls $(BUILD)/fuzz/fuzz_mesh_target \
                 $(CTLD_FUZZERS)
 FUZZ_SECONDS ?= 5
@@ -84,6 +84,11 @@ $(BUILD)/tests/node_peers_test: tests/unit/node_peers_test.c tests/unit/tap.h \
 	@mkdir -p $(@D)
 	$(CC) $(C11) -Idstack-ctld -g -O1 $(SANITIZE) $(WG_CFLAGS) -o $@ \
 	    $(filter %.c,$^) -ljansson $(OPENSSL_LIBS) $(WG_LIBS)
+
+$(BUILD)/fuzz/fuzz_ctld_relay: tests/fuzz/fuzz_ctld_relay.c dstack-ctld/lib/relay_wire.c \
+                               $(CTLD_FUZZ_LIB) $(CTLD_FUZZ_HDR)
+	@mkdir -p $(@D)
+	$(CTLD_FUZZ_CC) -o $@ $(filter %.c,$^) -ljansson $(OPENSSL_LIBS)
 
 # A short run of every fuzzer from its seed corpus; new inputs go to build/.
 # Their stderr is closed (-close_fd_mask=2): the daemon's code logs every

@@ -44,6 +44,15 @@ unlike($out, qr/FAILED/, 'none failed');
 is_deeply([leftovers()], [], 'the namespaces are gone');
 ok(!-e '/tmp/dv-demo-test', 'and the state directory');
 
+# --- ONCE=1 VPC_UDP=off: the same story with WireGuard over the relay
+
+$out = qx{ONCE=1 VPC_UDP=off bash $demo 2>&1};
+is($? >> 8, 0, 'ONCE=1 VPC_UDP=off exits 0') or diag($out);
+like($out, qr/all UDP between the CVMs dropped/, 'UDP between the CVMs is dropped');
+like($out, qr/ok  n1 and n2 reach the hub through the relay/, 'the nodes use the relay');
+like($out, qr/3 received, 0% packet loss.*through the relay/s, 'the relay carries the ping');
+is_deeply([leftovers()], [], 'the namespaces are gone');
+
 # --- running until Ctrl-C
 
 my $log = '/tmp/dv-demo-test.log';

@@ -55,8 +55,8 @@ fails({ %base, DSTACK_AGENT_SOCKET => "$dir-none/dstack.sock",
         DSTACK_GATEWAY_DOMAIN => 'gw.dstack.test', DSTACK_VPC_CONFIG_DIR => "$dir-none/etc" },
       qr/DSTACK_AGENT_SOCKET: \Q$dir-none\E\/dstack\.sock is not a socket/,
       'no agent socket');
-fails({ %base, VPC_SERVER_ENABLED => 'true', DSTACK_GATEWAY_DOMAIN => 'gw.dstack.test' },
-      qr/VPC_WG_ENDPOINT is required/, 'server without VPC_WG_ENDPOINT');
+fails({ %base, VPC_WG_TRANSPORT => 'tcp' },
+      qr/VPC_WG_TRANSPORT: "tcp" is not auto, udp or relay/, 'a bad VPC_WG_TRANSPORT');
 fails({ %base, VPC_SERVER_ENABLED => 'perhaps' },
       qr/VPC_SERVER_ENABLED: "perhaps" is not a boolean/, 'a bad VPC_SERVER_ENABLED');
 fails({ %base, VPC_SERVER_APP_ID => 'xyz' },

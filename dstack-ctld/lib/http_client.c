@@ -57,6 +57,28 @@ on_data(char *data, size_t size, size_t n, void *arg)
 }
 
 
+const char *
+http_client_target(void *curl, const struct addr_spec *to, const char *path,
+                   char *url, size_t urlsz)
+{
+    const char  *host = to->host;
+
+    if (to->is_unix) {
+        curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, to->path);
+        snprintf(url, urlsz, "http://localhost%s", path);
+        return "localhost";
+    }
+    if (strcmp(host, "0.0.0.0") == 0) {
+        host = "127.0.0.1";
+    } else if (strcmp(host, "::") == 0) {
+        host = "::1";
+    }
+    snprintf(url, urlsz, strchr(host, ':') ? "http://[%s]:%s%s" : "http://%s:%s%s",
+             host, to->port, path);
+    return host;
+}
+
+
 int
 http_client_request(const struct addr_spec *to, const char *method,
                     const char *path, const char *bearer,
@@ -68,7 +90,6 @@ http_client_request(const struct addr_spec *to, const char *method,
     CURLcode            rc;
     struct curl_slist  *headers = NULL;
     char                url[512], auth[128];
-    const char         *host = to->host;
 
     memset(out, 0, sizeof(*out));
     curl = curl_easy_init();
@@ -77,19 +98,7 @@ http_client_request(const struct addr_spec *to, const char *method,
         return -1;
     }
 
-    if (to->is_unix) {
-        curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, to->path);
-        snprintf(url, sizeof(url), "http://localhost%s", path);
-    } else {
-        if (strcmp(host, "0.0.0.0") == 0) {
-            host = "127.0.0.1";
-        } else if (strcmp(host, "::") == 0) {
-            host = "::1";
-        }
-        snprintf(url, sizeof(url), strchr(host, ':') ? "http://[%s]:%s%s"
-                                                     : "http://%s:%s%s",
-                 host, to->port, path);
-    }
+    http_client_target(curl, to, path, url, sizeof(url));
 
     if (bearer != NULL) {
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer);

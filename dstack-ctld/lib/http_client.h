@@ -31,6 +31,14 @@ int   http_client_request(const struct addr_spec *to, const char *method,
 void  http_response_free(struct http_response *resp);
 
 /*
+ * Points curl (a CURL *) at to: the unix socket, or the URL's host and
+ * port; url gets "http://HOST:PORT" + path.  Gives the host, as a Host
+ * header names it.  A listen address of 0.0.0.0 or :: is the loopback.
+ */
+const char *http_client_target(void *curl, const struct addr_spec *to,
+                               const char *path, char *url, size_t urlsz);
+
+/*
  * From now on a transfer in progress is abandoned (within a second) once
  * *flag is non-zero, as when a signal handler asks the process to stop.
  */

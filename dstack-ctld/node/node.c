@@ -709,8 +709,13 @@ node_loop(struct vpc_node *n)
 
         node_status_lock(n);
         ok = sync_device(n) == 0;
-        if (n->dev_up && n->hub_transport_since == 0) {
-            n->hub_transport_since = time(NULL);    /* the first device sync */
+        if (ok && n->joined && n->have_peers && !n->self.hub) {
+            ok = node_relay_start(n) == 0;
+            if (node_relay_withdraw(n)) {
+                n->joined = false;      /* joins again without the endpoint */
+                node_status_unlock(n);
+                continue;
+            }
         }
         node_status_unlock(n);
         if (n->joined && !n->reported) {
@@ -789,7 +794,8 @@ node_run(struct vpc_node *n)
     rc = node_loop(n);
 
 done:
-    node_status_stop(n);
+    node_status_stop(n);        /* it reads the relay's transport */
+    node_relay_stop(n);
     names_stop(n, dir);
     if (n->self.hub) {
         apply_hub_stop(n);

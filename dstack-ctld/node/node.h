@@ -21,6 +21,7 @@
  *   node_dns.c      the DNS server: sockets, its thread, forwarding
  *   node_dns_answer.c  one query: answered, forwarded or dropped (ldns)
  *   node_resolv.c   resolv.conf pointed at the DNS server, and restored
+ *   node_relay.c    the path to the hub: UDP, or the relay stream
  */
 
 #ifndef CTLD_NODE_H
@@ -77,6 +78,7 @@ struct node_config {
     char      *data_dir;
     char      *log_level;
     char      *log_format;
+    char      *transport;
     uint64_t   server_port;
     uint64_t   listen_port;
     uint64_t   mtu;
@@ -193,12 +195,16 @@ struct vpc_self {
 /* how this node's WireGuard datagrams reach the hub */
 enum node_transport { NODE_TRANSPORT_UDP, NODE_TRANSPORT_RELAY };
 
+/* --transport */
+enum transport_mode { TRANSPORT_AUTO, TRANSPORT_UDP, TRANSPORT_RELAY };
+
+struct node_relay;
 struct node_status;
 
 /*
  * The status thread (node_status.c) reads this under node_status_lock();
- * the loop changes what it reads (the peer set, eff, state, self, the
- * device, the transport) under that lock too.
+ * the loop changes what it reads (the peer set, state, self, the device)
+ * under that lock too; the transport is read with node_relay_transport().
  */
 struct vpc_node {
     struct node_config    cfg;
@@ -231,14 +237,17 @@ struct vpc_node {
     bool                  forwarding_on;    /* the hub turned ip_forward on */
     char                 *hosts_block;  /* last written */
 
-    enum node_transport   hub_transport;        /* path to the hub now */
-    time_t                hub_transport_since;  /* when it last changed (wall clock) */
     struct node_status   *status;       /* node_status.c; NULL: not served */
     enum node_names       names_mode;
     struct sockaddr_in    dns_addr;     /* --dns-listen */
     struct name_table     names;
     struct dns_server    *dns;
     bool                  resolv_taken; /* resolv.conf is ours until exit */
+    enum transport_mode   transport_mode;
+    struct node_relay    *relay;        /* the path chooser's thread */
+    /* written by that thread under its lock (node_relay_transport()) */
+    enum node_transport   hub_transport;        /* path to the hub now */
+    time_t                hub_transport_since;  /* when it last changed (wall clock) */
 };
 
 /* node_config.c */
@@ -264,6 +273,9 @@ enum api_result {
     API_FAILED          /* transport, 5xx, garbage: try again later */
 };
 
+/* the headers of the route (x-dstack-target-app...), NULL-ended in h */
+void  node_api_route_headers(const struct vpc_node *n, char buf[2][APP_ID_HEX_MAX + 64],
+                             const char *h[3]);
 enum api_result  node_api_register(struct vpc_node *n, char key[TOKEN_HEX_LEN + 1]);
 enum api_result  node_api_join(struct vpc_node *n, const char *key,
                                bool snapshot_not_needed, json_t **answer);
@@ -347,6 +359,20 @@ int   peer_index_put(struct peer_set *s, uint32_t slot, unsigned kinds);
 /* v[to] holds what the indexes knew at another position: now at to */
 void  peer_index_move(struct peer_set *s, uint32_t to);
 void  peer_index_free(struct peer_set *s);
+/* node_relay.c: the path to the hub (--transport) */
+/* starts the chooser once the node is joined and its device up: 0, -1 */
+int   node_relay_start(struct vpc_node *n);
+void  node_relay_stop(struct vpc_node *n);
+/* eff as the paths are: the hub's entry with the endpoint of the current
+ * path, without the direct peers given up (*n_eff shrinks); keeps the
+ * hub's own endpoint and the token for the chooser */
+void  node_relay_adjust(struct vpc_node *n, const struct peer_set *s,
+                        struct wg_peer *eff, size_t *n_eff);
+/* the node moved to the relay: its endpoint is withdrawn (true: join
+ * again without it) */
+bool  node_relay_withdraw(struct vpc_node *n);
+/* a consistent reading of hub_transport and hub_transport_since */
+enum node_transport  node_relay_transport(const struct vpc_node *n, time_t *since);
 
 /* node_firewall.c: the hub forwards only pool to pool over ifname; 1
  * when it replaced a table left by a hub that died, 0, or -1 logged */

@@ -31,6 +31,30 @@
 #define POLL_SLACK_S     30     /* on top of the wait, for a slow answer */
 
 
+void
+node_api_route_headers(const struct vpc_node *n, char buf[2][APP_ID_HEX_MAX + 64],
+                       const char *h[3])
+{
+    h[0] = h[1] = h[2] = NULL;
+    switch (n->route) {
+    case ROUTE_MESH:
+        snprintf(buf[0], sizeof(buf[0]), "x-dstack-target-app: %s", n->target_app);
+        snprintf(buf[1], sizeof(buf[1]), "x-dstack-target-port: %" PRIu64,
+                 n->cfg.server_port);
+        h[0] = buf[0];
+        h[1] = buf[1];
+        break;
+    case ROUTE_DIRECT:
+        /* standing in for the server's nginx mesh_auth: see above */
+        snprintf(buf[0], sizeof(buf[0]), "x-dstack-app-id: %s", n->agent_app_id);
+        h[0] = buf[0];
+        break;
+    case ROUTE_ADMIN:
+        break;
+    }
+}
+
+
 /*
  * One call.  API_OK leaves the answer's JSON object in *answer (when
  * answer is not NULL); every other result has been logged.
@@ -40,28 +64,13 @@ call(struct vpc_node *n, const char *method, const char *path, const char *beare
      const char *body, long timeout_s, json_t **answer)
 {
     struct http_response  resp;
-    char                  h1[APP_ID_HEX_MAX + 64], h2[64], err[512], q[256];
+    char                  hbuf[2][APP_ID_HEX_MAX + 64], err[512], q[256];
     const char           *headers[3] = { NULL, NULL, NULL };
     const char           *what;
     json_t               *doc, *msg;
     enum api_result       res;
 
-    switch (n->route) {
-    case ROUTE_MESH:
-        snprintf(h1, sizeof(h1), "x-dstack-target-app: %s", n->target_app);
-        snprintf(h2, sizeof(h2), "x-dstack-target-port: %" PRIu64,
-                 n->cfg.server_port);
-        headers[0] = h1;
-        headers[1] = h2;
-        break;
-    case ROUTE_DIRECT:
-        /* standing in for the server's nginx mesh_auth: see above */
-        snprintf(h1, sizeof(h1), "x-dstack-app-id: %s", n->agent_app_id);
-        headers[0] = h1;
-        break;
-    case ROUTE_ADMIN:
-        break;
-    }
+    node_api_route_headers(n, hbuf, headers);
 
     /* the path's query may hold nothing secret, but keep log lines short */
     what = log_quote(q, sizeof(q), path, strcspn(path, "?"));

@@ -189,6 +189,7 @@ apply_snapshot(struct vpc_node *n)
         n->peers_synced = false;
         return -1;
     }
+    node_relay_adjust(n, &n->peers, eff, &n_eff);   /* the paths as they are */
     rc = wg_replace_peers(n->dev, eff, n_eff);
     free(eff);
     if (rc < 0) {
@@ -215,6 +216,7 @@ apply_delta(struct vpc_node *n, const struct peer_changes *ch)
         .n_set = ch->n_set
     };
 
+    node_relay_adjust(n, &n->peers, ch->set, &c.n_set);
     if (c.n_remove + c.n_set == 0) {
         return 0;
     }

@@ -70,6 +70,12 @@ const struct opt  node_opts[] = {
       "persistent keepalive toward the hub when we have\n"
       "no endpoint (default 25, 0: off)",
       "25" },
+    { "transport", OPT_STRING, O(transport), 0, "T",
+      "the path to the hub: auto (default: UDP when a\n"
+      "handshake completes, else the relay), udp, or\n"
+      "relay (through the mesh; environment\n"
+      "VPC_WG_TRANSPORT)",
+      "auto" },
     { "hosts-file", OPT_STRING, O(hosts_file), 0, "PATH",
       "hosts file with our marked block (default\n"
       "/etc/hosts; \"none\": leave it alone)",
@@ -122,6 +128,7 @@ static const struct opt_env  node_env[] = {
     { "VPC_NODE_TYPE",     "node-type" },
     { "VPC_NAMES",         "names" },
     { "VPC_LOG_FORMAT",    "log-format" },
+    { "VPC_WG_TRANSPORT",  "transport" },
 };
 
 
@@ -267,6 +274,27 @@ check_node_settings(struct vpc_node *n)
         fprintf(stderr, "endpoint: \"%s\" is not HOST:PORT\n", cfg->endpoint);
         return -1;
     }
+    if (strcmp(cfg->transport, "auto") == 0) {
+        n->transport_mode = TRANSPORT_AUTO;
+    } else if (strcmp(cfg->transport, "udp") == 0) {
+        n->transport_mode = TRANSPORT_UDP;
+    } else if (strcmp(cfg->transport, "relay") == 0) {
+        n->transport_mode = TRANSPORT_RELAY;
+        n->hub_transport = NODE_TRANSPORT_RELAY;
+        if (cfg->endpoint != NULL) {
+            /* nothing reaches us over UDP: a pair is direct on both
+             * sides or on neither */
+            log_warn("endpoint %s is not advertised: with --transport relay"
+                     " every node reaches this one through the hub", cfg->endpoint);
+            free(cfg->endpoint);
+            cfg->endpoint = NULL;
+        }
+    } else {
+        fprintf(stderr, "transport: \"%s\" is not auto, udp or relay\n",
+                cfg->transport);
+        return -1;
+    }
+    n->hub_transport_since = time(NULL);
     n->self.has_endpoint = cfg->endpoint != NULL;
     n->self.keepalive = n->self.has_endpoint ? 0 : (uint16_t) cfg->keepalive;
     return 0;
@@ -370,8 +398,8 @@ node_usage(FILE *out)
         "Settings come from the defaults, then the config file (--config, or\n"
         "the environment's DSTACK_CTLD_CONFIG; section [node]), then the\n"
         "environment (DSTACK_MESH_URL, VPC_SERVER_APP_ID, VPC_SERVER_PORT,\n"
-        "VPC_NODE_NAME or NODE_NAME, VPC_NODE_TYPE, VPC_NAMES), then these\n"
-        "flags:\n"
+        "VPC_NODE_NAME or NODE_NAME, VPC_NODE_TYPE, VPC_NAMES,\n"
+        "VPC_WG_TRANSPORT), then these flags:\n"
         "\n");
     opts_usage(out, node_opts);
     fprintf(out,

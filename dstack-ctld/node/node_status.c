@@ -144,8 +144,7 @@ view_copy(const struct vpc_node *n, struct status_view *v)
     v->listen_port = n->cfg.listen_port;
     snprintf(v->endpoint, sizeof(v->endpoint), "%s",
              n->cfg.endpoint && !n->self.hub ? n->cfg.endpoint : "");
-    v->transport = n->hub_transport;
-    v->since = n->hub_transport_since;
+    v->transport = node_relay_transport(n, &v->since);
     if (!n->self.hub && n->joined) {
         memcpy(v->name, n->state.name, sizeof(v->name));
     }

@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "lib/relay_wire.h"
 #include "server/answers.h"
 #include "server/api_input.h"
 #include "server/longpoll.h"
@@ -121,5 +122,8 @@ enum MHD_Result  api_v1_peers(struct http_req *r);
 enum MHD_Result  api_v1_nodes(struct http_req *r);
 enum MHD_Result  api_v1_node_remove(struct http_req *r);
 enum MHD_Result  api_metrics(struct http_req *r);
+
+/* handler: relay.c */
+enum MHD_Result  api_v1_relay(struct http_req *r);
 
 #endif

@@ -23,6 +23,7 @@
 #include "lib/log.h"
 #include "lib/wgkey.h"
 #include "server/http.h"
+#include "server/relay.h"
 #include "server/server.h"
 
 /* how long a stop waits for the requests in flight */
@@ -186,6 +187,7 @@ server_run(struct server *srv)
                                       srv->admin_token_hash) != 0
         || data_path(srv, "wg.key", path, sizeof(path)) != 0
         || wgkey_load_or_create(path, NULL, srv->reg.hub_public_key) != 0
+        || relay_init(srv) != 0
         || data_path(srv, "ctld.db", path, sizeof(path)) != 0)
     {
         return 1;
@@ -262,6 +264,7 @@ done:
      * use freed.
      */
     http_quiesce(srv);
+    relay_shutdown(srv);
     if (srv->reg.longpoll != NULL) {
         longpoll_shutdown(srv->reg.longpoll);
     }

@@ -47,6 +47,7 @@ struct server_config {
     uint64_t   max_connections;
     uint64_t   max_body;
     uint64_t   socket_mode;
+    uint64_t   wg_port;
     bool       allow_remote;
 };
 

@@ -42,6 +42,10 @@ const struct opt  server_opts[] = {
     { "wg-endpoint", OPT_STRING, O(wg_endpoint), 0, "HOST:PORT",
       "where nodes reach the server's WireGuard (default: none)",
       NULL },
+    { "wg-port", OPT_UINT, O(wg_port), 65535, "PORT",
+      "the hub's WireGuard UDP port on this CVM, where the relay delivers\n"
+      "nodes' datagrams on the loopback (default 51820)",
+      "51820" },
     { "server-url", OPT_STRING, O(server_url), 0, "URL",
       "server_url handed out by register (environment VPC_SERVER_URL;\n"
       "default https://<server-app-id>-443s.<gateway-domain>)",

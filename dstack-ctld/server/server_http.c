@@ -65,6 +65,7 @@ static const struct route  routes[] = {
     { PATH_PEERS,          false, M_GET,          AUTH_NONE, api_v1_peers },
     { PATH_NODES,          false, M_GET,          AUTH_NONE, api_v1_nodes },
     { PATH_NODES "/",      true,  M_DELETE,       AUTH_NONE, api_v1_node_remove },
+    { PATH_RELAY,          false, M_GET,          AUTH_APP,  api_v1_relay },
 };
 
 #define NROUTES  (sizeof(routes) / sizeof(routes[0]))
@@ -756,7 +757,8 @@ http_start(struct server *srv)
 
     /* ITC: a thread pool can only be quiesced with it (http_quiesce) */
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL
-            | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+            | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC
+            | MHD_ALLOW_UPGRADE;
 
     srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,

@@ -8,6 +8,9 @@
 #
 #   demo.sh            tell the story, leave the VPC running until Ctrl-C
 #   ONCE=1 demo.sh     tell the story, tear down; exit 0 only if every step worked
+#   VPC_UDP=off        all UDP between the CVMs dropped (nftables in each
+#                      namespace), as in a dstack deployment with the gateway
+#                      alone: WireGuard goes through the relay over the mesh
 #
 # Environment: DV_PREFIX (namespaces, default dd: dd-srv, dd-n1...), DV_DIR
 # (state, default /tmp/dv-demo), DSTACK_BIN (build/bin), as vpc.sh.  The
@@ -26,6 +29,9 @@ export NODES="n1 n2"
 export NODE_ENDPOINTS="n1 n2"
 ONCE=${ONCE:-}
 [ "$ONCE" = 0 ] && ONCE=
+export VPC_UDP=${VPC_UDP:-on}
+# on the relay, the nodes withdraw their endpoints after their next poll
+[ "$VPC_UDP" = off ] && export NODE_POLL_WAIT=${NODE_POLL_WAIT:-5s}
 WGP=${DV_WG:-${DV_PREFIX}wg}
 [ "$DV_PREFIX" = dv ] && WGP=${DV_WG:-wg}
 
@@ -74,7 +80,9 @@ for tool in "$DSTACK_BIN/dstack-ctld" "$DSTACK_BIN/dstack-agent-sim" \
 done
 
 start=$SECONDS
-step "Starting the VPC: gateway, server CVM, nodes n1 and n2 (namespaces $DV_PREFIX-*)"
+udp_note=
+[ "$VPC_UDP" = off ] && udp_note="; all UDP between the CVMs dropped"
+step "Starting the VPC: gateway, server CVM, nodes n1 and n2 (namespaces $DV_PREFIX-*$udp_note)"
 if ! bash "$vpc" up; then
     bad "the VPC did not come up; logs under $DV_DIR"
     for f in "$DV_DIR"/*/*.log; do
@@ -112,6 +120,22 @@ for cvm in srv n1 n2; do
 done
 [[ ${ADDR[n1]} == 100.* && ${ADDR[n2]} == 100.* ]] && ok "every node has its address"
 
+# on the relay: wait until both nodes moved and withdrew their endpoints
+relay_settled() {
+    local cvm other ep
+    for cvm in n1 n2; do
+        other=n1; [ "$cvm" = n1 ] && other=n2
+        ep=$(in_cvm "$cvm" wg show "$WGP-$cvm" endpoints 2>/dev/null)
+        grep -q '127\.0\.0\.1:' <<< "$ep" || return 1
+        in_cvm "$cvm" wg show "$WGP-$cvm" allowed-ips 2>/dev/null |
+            grep -q "[[:space:]]${ADDR[$other]%/*}/32\b" && return 1
+    done
+    return 0
+}
+if [ "$VPC_UDP" = off ]; then
+    for _ in $(seq 150); do relay_settled && break; sleep 0.2; done
+fi
+
 step "WireGuard (wireguard-go): each CVM's interface and peers"
 for cvm in srv n1 n2; do
     show "wg show $WGP-$cvm                 (on $cvm)"
@@ -121,7 +145,18 @@ for cvm in srv n1 n2; do
 done
 # what the sentence below claims, read back from WireGuard itself
 peering_ok=1
+if [ "$VPC_UDP" = off ]; then
+    show "dstack-ctld's log on n1: the path it chose"
+    grep -E 'the path to the hub|withdrawing' "$DV_DIR/n1/ctld.log" | tail -2 | indent
+    if relay_settled; then
+        ok "n1 and n2 reach the hub through the relay (their hub endpoint is the node's own loopback socket) and peer with nobody else"
+    else
+        bad "the nodes did not both move to the relay, or still peer directly"
+    fi
+    peering_ok=
+fi
 for pair in "n1 n2" "n2 n1"; do
+    [ "$VPC_UDP" = off ] && break
     read -r cvm other <<< "$pair"
     ips=$(in_cvm "$cvm" wg show "$WGP-$cvm" allowed-ips 2>/dev/null)
     grep -q "[[:space:]]${ADDR[$other]%/*}/32\b" <<< "$ips" \
@@ -159,7 +194,11 @@ step "Traffic over WireGuard, by name"
 show "ping -c 3 n2.dstack.internal      (on n1)"
 if ping_out=$(in_cvm n1 ping -c 3 -i 0.3 -W 5 n2.dstack.internal 2>&1); then
     grep -E '^PING|bytes from|packet loss' <<< "$ping_out" | indent
-    ok "n1 -> n2 over the tunnel (${ADDR[n2]%/*})"
+    if [ "$VPC_UDP" = off ]; then
+        ok "n1 -> n2 over the tunnel (${ADDR[n2]%/*}), through the relay and the hub: no UDP left the CVMs"
+    else
+        ok "n1 -> n2 over the tunnel (${ADDR[n2]%/*})"
+    fi
 else
     indent <<< "$ping_out"
     bad "n1 cannot ping n2.dstack.internal"

@@ -35,6 +35,16 @@
 #   vpc.sh node-stop NAME      stop it (SIGTERM; its WireGuard stays)
 #   vpc.sh server-kill         SIGKILL the server's dstack-ctld
 #   vpc.sh server-start        start it again
+#   vpc.sh gw-restart          restart the gateway (cuts every mesh connection)
+#   vpc.sh hub-restart         restart the hub's dstack-ctld
+#   vpc.sh udp-block CVM...    drop all UDP between CVMs in their namespaces
+#                              (nftables); the gateway's TCP path stays
+#   vpc.sh udp-unblock CVM...  let it through again
+#
+# VPC_UDP=off blocks UDP in every CVM before anything starts, so WireGuard
+# can only go through the relay (the mesh, over the gateway).  Nodes take
+# VPC_WG_TRANSPORT (--transport, default auto) and NODE_KEEPALIVE and
+# NODE_POLL_WAIT (--keepalive, --poll-wait) from the environment.
 
 set -euo pipefail
 
@@ -197,6 +207,10 @@ http {
 
         location / {
             proxy_pass http://$service;
+            # the relay stream is an HTTP/1.1 upgrade
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$mesh_connection;
         }
     }
 
@@ -254,7 +268,9 @@ hub_start() {
 }
 
 node_start() {
-    local cvm=$1 dir=$DV_DIR/$1 endpoint=()
+    local cvm=$1 dir=$DV_DIR/$1 endpoint=() extra=()
+    [ -n "${NODE_KEEPALIVE:-}" ] && extra+=(--keepalive "$NODE_KEEPALIVE")
+    [ -n "${NODE_POLL_WAIT:-}" ] && extra+=(--poll-wait "$NODE_POLL_WAIT")
     case " $NODE_ENDPOINTS " in
         *" $cvm "*) endpoint=(--endpoint "${IP[$cvm]}:51820") ;;
     esac
@@ -267,7 +283,8 @@ node_start() {
         --server-url http://127.0.0.1:80 --server-app-id "$SRV_APP" \
         --name "$cvm" --node-type "${TYPE[$cvm]}" \
         --interface "$WGP-$cvm" --backend uapi --listen-port 51820 \
-        "${endpoint[@]}" --state-dir "$dir/state" \
+        "${endpoint[@]}" "${extra[@]}" --state-dir "$dir/state" \
+        --transport "${VPC_WG_TRANSPORT:-auto}" \
         --hosts-file "/etc/netns/$P-$cvm/hosts"
 }
 
@@ -286,6 +303,28 @@ node_synced() {
     local dir=$DV_DIR/$1
     tail -c "+$(($(cat "$dir/ctld.log.start") + 1))" "$dir/ctld.log" \
         | grep -q 'WireGuard peers'
+}
+
+
+# all UDP between CVMs dropped inside the namespace, both ways; loopback
+# (the relay's sockets) and TCP (the gateway) untouched
+udp_block() {
+    local cvm
+    for cvm in "$@"; do
+        ns "$cvm" nft -f - <<EOF
+table inet ${P}_noudp {
+    chain in { type filter hook input priority 0; ip saddr $LAN.0/24 meta l4proto udp drop; }
+    chain out { type filter hook output priority 0; ip daddr $LAN.0/24 meta l4proto udp drop; }
+}
+EOF
+    done
+}
+
+udp_unblock() {
+    local cvm
+    for cvm in "$@"; do
+        ns "$cvm" nft delete table inet "${P}_noudp" 2>/dev/null || true
+    done
 }
 
 
@@ -325,6 +364,10 @@ base_up() {
 up() {
     local cvm
     base_up
+    if [ "${VPC_UDP:-on}" = off ]; then
+        # shellcheck disable=SC2086  # NODES is a list
+        udp_block srv $NODES
+    fi
     cvm_nginx_up srv 127.0.0.1:8000
     for cvm in $NODES; do
         cvm_nginx_up "$cvm" 127.0.0.1:8080
@@ -370,5 +413,9 @@ case ${1:-} in
                    node_start "$2"; wait_for "node_joined $2" 60 ;;
     server-kill)   stop_pid "$DV_DIR/srv/ctld.pid" KILL ;;
     server-start)  server_start ;;
+    gw-restart)    stop_pid "$DV_DIR/gw/nginx.pid" TERM; gateway_up ;;
+    hub-restart)   stop_pid "$DV_DIR/srv/hub.pid" TERM; hub_start ;;
+    udp-block)     shift; udp_block "$@" ;;
+    udp-unblock)   shift; udp_unblock "$@" ;;
     *)             sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac

@@ -1,0 +1,16 @@
+/*
+ * The relay endpoint: WireGuard over the mesh for nodes without a UDP
+ * path to the hub (wire format: lib/relay_wire.h).
+ */
+
+#ifndef CTLD_RELAY_H
+#define CTLD_RELAY_H
+
+struct server;
+
+/* loads the hub's key; 0, or -1 logged */
+int   relay_init(struct server *srv);
+/* ends every stream and waits for their threads (bounded) */
+void  relay_shutdown(struct server *srv);
+
+#endif
