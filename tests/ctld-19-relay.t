@@ -190,7 +190,7 @@ sub explain_stall {
 # dstack-ctld status --json of a node, decoded ({} when it does not answer)
 sub status {
     my ($cvm) = @_;
-    my $text = out($cvm, "$bin/dstack-ctld status --json --state-dir $D/$cvm/state");
+    my $text = qx{bash $vpc exec $cvm $bin/dstack-ctld status --json --state-dir $D/$cvm/state};
     return eval { JSON::PP->new->decode($text) } // {};
 }
 
