@@ -4,8 +4,8 @@
 # at itself.  Checked with glibc (getent) and dig: the names, a node that
 # joins, re-joins and is removed, NXDOMAIN, other names forwarded to a
 # real resolver (dnsmasq, on the gateway's namespace), a truncated answer
-# fetched again over TCP, malformed queries, resolv.conf restored on stop,
-# and --names hosts.
+# fetched again over TCP, malformed queries, TCP clients that trickle
+# bytes, resolv.conf restored on stop, and --names hosts.
 #
 #   flock /tmp/dstack-ns.lock prove tests/ctld-21-dns.t
 
@@ -204,6 +204,24 @@ is($got{notify}, 'rcode4', 'another opcode: NOTIMP');
 my $pid = pid_of('n1');
 ok(kill(0, $pid), "n1's daemon ($pid) still runs");
 is(dig('n1', 'n2.dstack.internal'), $addr{n2}, '  and still answers');
+
+# slowloris: every TCP slot taken by a client that sends a byte a second
+# (each within any per-call timeout); the daemon ends them at its
+# deadline, and TCP answers again while they still trickle
+my $slow = "$DIR/slow.pl";
+write_file($slow, <<'PERL');
+use strict; use warnings; use IO::Socket::INET;
+$SIG{PIPE} = 'IGNORE';
+my @s = map { IO::Socket::INET->new(PeerAddr => '127.0.0.153:53', Proto => 'tcp')
+              or die "connect: $!" } 1 .. 16;
+exit 0 if fork;
+close STDOUT; close STDERR;
+syswrite($_, "\x01\x00") for @s;      # a 256-byte query, never whole
+for (1 .. 40) { sleep 1; syswrite($_, 'x') for @s; }
+PERL
+is(out('n1', "perl $slow"), '', '16 TCP clients trickle a byte a second');
+ok(eventually(sub { dig('n1', '+tcp n2.dstack.internal') eq $addr{n2} }),
+   '  TCP answers again while they still trickle');
 
 # --- stop: the original comes back; --names hosts: today's hosts block
 

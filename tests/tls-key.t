@@ -121,6 +121,16 @@ write_file("$out/current/cert.pem", "garbage\n");
 ($rc) = tk('DSTACK_TLS_RELOAD=true', 'renew', "$dir/agent.sock", $out);
 ok($rc == 0 && current() ne $set && serial(), 'an unreadable cert.pem: renewed');
 
+# a run killed between its two steps left current.new, a symlink to a set
+# directory: the next run replaces it, rather than link inside that set
+$set = current();
+symlink $set, "$out/current.new" or die "current.new: $!";
+write_file("$out/current/cert.pem", "garbage\n");
+($rc) = tk('DSTACK_TLS_RELOAD=true', 'renew', "$dir/agent.sock", $out);
+ok($rc == 0 && current() ne $set && serial(), 'a stale current.new: renewed, current is the new set');
+is(scalar(() = glob("$out/$set/set.*")), 0, '  no link left inside the old set');
+ok(!-l "$out/current.new", '  and no current.new');
+
 # files of the older layout: taken over
 my $old = "$dir/old";
 mkdir $old;

@@ -10,7 +10,9 @@
  * or DNS_FORWARD_MS passes and the next resolver is tried; after the last,
  * SERVFAIL.  A truncated answer goes back as it is, and the client asks
  * again over TCP.  Each TCP connection (at most DNS_TCP_MAX at once) has
- * a thread, which forwards over TCP, with timeouts on every step.
+ * a thread, which forwards over TCP.  Every step has a deadline, and a
+ * connection's queries must all arrive within DNS_TCP_READ_MS: a client
+ * that trickles bytes holds a slot that long, not for ever.
  */
 
 #include <arpa/inet.h>
@@ -33,6 +35,7 @@
 #define DNS_PENDING     512
 #define DNS_TCP_MAX     16
 #define DNS_TCP_QUERIES 32          /* per connection */
+#define DNS_TCP_READ_MS 5000        /* to send them all */
 #define DNS_MSG_MAX     65535
 
 struct pending {
@@ -259,49 +262,58 @@ query_udp(struct dns_server *s)
 
 /* --- TCP --- */
 
+/*
+ * All of buf, by the deadline (ms): a peer that sends or takes a byte at a
+ * time cannot stretch one message past it, as it could per-call timeouts.
+ */
 static int
-io_all(int fd, void *buf, size_t len, bool writing)
+io_all(int fd, void *buf, size_t len, bool writing, uint64_t deadline)
 {
-    uint8_t  *p = buf;
+    struct pollfd  p = { .fd = fd, .events = writing ? POLLOUT : POLLIN };
+    uint8_t       *b = buf;
+    uint64_t       now;
 
     while (len > 0) {
-        ssize_t r = writing ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, 0);
+        ssize_t r;
 
+        now = now_ms();
+        if (now >= deadline) {
+            return -1;
+        }
+        r = poll(&p, 1, (int) (deadline - now));
         if (r < 0 && errno == EINTR) {
             continue;
         }
         if (r <= 0) {
             return -1;
         }
-        p += r;
+        r = writing ? send(fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                    : recv(fd, b, len, MSG_DONTWAIT);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+            continue;
+        }
+        if (r <= 0) {
+            return -1;
+        }
+        b += r;
         len -= (size_t) r;
     }
     return 0;
 }
 
 
-static void
-set_timeouts(int fd)
-{
-    struct timeval  tv = { .tv_sec = DNS_FORWARD_MS / 1000 };
-
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-
 /* one length-prefixed message; *len is the buffer's size, then its length */
 static int
-tcp_read_msg(int fd, uint8_t *buf, size_t *len)
+tcp_read_msg(int fd, uint8_t *buf, size_t *len, uint64_t deadline)
 {
     uint8_t  hdr[2];
     size_t   n;
 
-    if (io_all(fd, hdr, 2, false) != 0) {
+    if (io_all(fd, hdr, 2, false, deadline) != 0) {
         return -1;
     }
     n = ldns_read_uint16(hdr);
-    if (n == 0 || n > *len || io_all(fd, buf, n, false) != 0) {
+    if (n == 0 || n > *len || io_all(fd, buf, n, false, deadline) != 0) {
         return -1;
     }
     *len = n;
@@ -310,12 +322,13 @@ tcp_read_msg(int fd, uint8_t *buf, size_t *len)
 
 
 static int
-tcp_write_msg(int fd, const uint8_t *msg, size_t len)
+tcp_write_msg(int fd, const uint8_t *msg, size_t len, uint64_t deadline)
 {
     uint8_t  hdr[2];
 
     ldns_write_uint16(hdr, (uint16_t) len);
-    return io_all(fd, hdr, 2, true) == 0 ? io_all(fd, (void *) msg, len, true) : -1;
+    return io_all(fd, hdr, 2, true, deadline) == 0
+           ? io_all(fd, (void *) msg, len, true, deadline) : -1;
 }
 
 
@@ -324,7 +337,9 @@ static int
 forward_tcp(struct dns_server *s, const uint8_t *q, size_t len, uint8_t *ans,
             size_t *ans_len)
 {
-    size_t  cap = *ans_len;
+    struct timeval  tv = { .tv_sec = DNS_FORWARD_MS / 1000 };
+    size_t          cap = *ans_len;
+    uint64_t        deadline;
 
     for (size_t i = 0; i < s->up.n; i++) {
         int  fd = socket(s->up.addr[i].ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -333,11 +348,13 @@ forward_tcp(struct dns_server *s, const uint8_t *q, size_t len, uint8_t *ans,
         if (fd < 0) {
             continue;
         }
-        set_timeouts(fd);           /* SO_SNDTIMEO bounds connect() too */
+        /* SO_SNDTIMEO bounds connect(); the deadline the whole exchange */
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        deadline = now_ms() + DNS_FORWARD_MS;
         *ans_len = cap;
         ok = connect(fd, (struct sockaddr *) &s->up.addr[i], s->up.len[i]) == 0
-             && tcp_write_msg(fd, q, len) == 0
-             && tcp_read_msg(fd, ans, ans_len) == 0
+             && tcp_write_msg(fd, q, len, deadline) == 0
+             && tcp_read_msg(fd, ans, ans_len, deadline) == 0
              && *ans_len >= LDNS_HEADER_SIZE
              && LDNS_ID_WIRE(ans) == LDNS_ID_WIRE(q);
         close(fd);
@@ -363,11 +380,14 @@ tcp_thread(void *arg)
     uint8_t            *q = malloc(DNS_MSG_MAX), *ans = malloc(DNS_MSG_MAX);
     uint8_t            *out;
     size_t              len, out_len;
+    uint64_t            reads_end;
 
-    set_timeouts(c->fd);
+    /* all the connection's queries by one deadline: a client that
+     * trickles bytes cannot keep one of the DNS_TCP_MAX slots for long */
+    reads_end = now_ms() + DNS_TCP_READ_MS;
     for (int i = 0; q != NULL && ans != NULL && i < DNS_TCP_QUERIES; i++) {
         len = DNS_MSG_MAX;
-        if (tcp_read_msg(c->fd, q, &len) != 0) {
+        if (tcp_read_msg(c->fd, q, &len, reads_end) != 0) {
             break;
         }
         switch (dns_answer(s->names, q, len, true, &out, &out_len)) {
@@ -376,7 +396,9 @@ tcp_thread(void *arg)
         case DNS_FORWARD:
             out_len = DNS_MSG_MAX;
             if (forward_tcp(s, q, len, ans, &out_len) == 0) {
-                if (tcp_write_msg(c->fd, ans, out_len) != 0) {
+                if (tcp_write_msg(c->fd, ans, out_len,
+                                  now_ms() + DNS_FORWARD_MS) != 0)
+                {
                     goto done;
                 }
                 continue;
@@ -386,7 +408,9 @@ tcp_thread(void *arg)
             }
             /* fall through */
         case DNS_REPLY:
-            if (tcp_write_msg(c->fd, out, out_len) != 0) {
+            if (tcp_write_msg(c->fd, out, out_len, now_ms() + DNS_FORWARD_MS)
+                != 0)
+            {
                 free(out);
                 goto done;
             }
