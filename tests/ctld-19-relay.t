@@ -13,6 +13,7 @@
 use strict;
 use warnings;
 
+use JSON::PP;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -55,6 +56,10 @@ like(slurp("$D/n1/ctld.log"), qr/the path to the hub: the relay through the mesh
 ok(eventually(sub { !exists peers('n1')->{$key{n2}} && !exists peers('n2')->{$key{n1}} }, 30),
    'endpoints withdrawn: n1 and n2 no longer peer directly, on either side');
 
+my $st = status('n1');
+is($st->{hub}{transport}, 'relay', 'dstack-ctld status on n1: the hub over the relay');
+is(path_of($st, 'n2'), 'via_hub', 'and n2 via the hub');
+
 for my $p (['n1', 'n2.dstack.internal'], ['n2', 'n1.dstack.internal'],
            ['n1', 'vpc-server.dstack.internal'], ['srv', 'n1.dstack.internal'],
            ['srv', 'n2.dstack.internal'])
@@ -82,11 +87,15 @@ is(system("bash $vpc gw-restart"), 0, 'the gateway restarted mid-transfer');
 my $back = time;
 waitpid $sender, 0;
 is($?, 0, 'the sender finished');
-my ($n, $got, $gap, $gap_end) = split ' ', scalar <$rx> // '';
+my ($n, $got, $gap, $gap_end, @gaps) = split ' ', scalar <$rx> // '';
 close $rx;
 is($n, 50000000, '50 MB arrived');
 is($got, $want, 'intact (sha256)');
-my $resumed = ($gap_end // 0) - $back;
+# the first bytes after the gateway is back end the stall it was in
+my $resumed = 0;
+while (my ($from, $to) = splice @gaps, 0, 2) {
+    $resumed = $to - $back if $from <= $back && $to > $back;
+}
 ok($resumed < 3, 'traffic resumed within 3 s of the gateway being back')
     or diag(explain_stall());
 diag(sprintf 'gateway down %.3f s; longest stall of the transfer %.3f s; traffic back'
@@ -148,6 +157,19 @@ system("bash $vpc node-start n1") == 0 or BAIL_OUT('n1 did not restart');
 ok(eventually(sub { in('n2', 'ping -c 1 -W 1 n1.dstack.internal') }, 20),
    'n1 and n2 still reach each other');
 
+# UDP open again and n1 restarted with --transport udp: status says so
+system("bash $vpc udp-unblock srv n1 n2") == 0 or BAIL_OUT('udp-unblock');
+is(system("bash $vpc node-stop n1"), 0, "n1's daemon stopped");
+{
+    local $ENV{VPC_WG_TRANSPORT} = 'udp';
+    system("bash $vpc node-start n1") == 0 or BAIL_OUT('n1 did not restart');
+}
+ok(eventually(sub { (status('n1')->{hub}{transport} // '') eq 'udp'
+                    && hub_endpoint('n1') eq '10.99.0.10:51820' }, 20),
+   'dstack-ctld status on n1 with --transport udp: the hub over UDP');
+ok(eventually(sub { in('n1', 'ping -c 1 -W 1 vpc-server.dstack.internal') }, 20),
+   'and n1 reaches the hub over UDP');
+
 done_testing();
 
 
@@ -163,6 +185,21 @@ sub explain_stall {
         $text .= "$f:\n" . join('', @l[($#l > 15 ? $#l - 15 : 0) .. $#l]);
     }
     return $text;
+}
+
+# dstack-ctld status --json of a node, decoded ({} when it does not answer)
+sub status {
+    my ($cvm) = @_;
+    my $text = qx{bash $vpc exec $cvm $bin/dstack-ctld status --json --state-dir $D/$cvm/state};
+    return eval { JSON::PP->new->decode($text) } // {};
+}
+
+sub path_of {
+    my ($st, $name) = @_;
+    for (@{ $st->{peers} // [] }) {
+        return $_->{path} if ($_->{name} // '') eq $name;
+    }
+    return '';
 }
 
 sub slurp {

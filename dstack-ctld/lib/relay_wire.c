@@ -23,6 +23,14 @@ relay_conn_init(struct relay_conn *c, relay_io send, relay_io recv, void *ctx)
 }
 
 
+void
+relay_conn_attach(struct relay_conn *c)
+{
+    c->last_tx_ms = clock_mono_ms();
+    c->in_len = 0;
+}
+
+
 static bool
 put_frame(struct relay_conn *c, const void *p, size_t len)
 {

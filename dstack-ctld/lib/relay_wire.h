@@ -52,6 +52,8 @@ struct relay_conn {
 typedef void (*relay_deliver)(void *arg, const uint8_t *dgram, size_t len);
 
 void  relay_conn_init(struct relay_conn *c, relay_io send, relay_io recv, void *ctx);
+/* a new stream for the same queue: input afresh, what is queued goes first */
+void  relay_conn_attach(struct relay_conn *c);
 /* queues one datagram; false when the queue is full and it was dropped */
 bool  relay_enqueue(struct relay_conn *c, const void *dgram, size_t len);
 /* a keepalive frame when nothing went out for RELAY_KEEPALIVE_MS */

@@ -713,6 +713,10 @@ node_loop(struct vpc_node *n)
             ok = node_relay_start(n) == 0;
             if (node_relay_withdraw(n)) {
                 n->joined = false;      /* joins again without the endpoint */
+                /* which peers are direct follows this node's endpoint
+                 * too: the whole set again, not only what the server
+                 * changes */
+                n->peers_synced = false;
                 node_status_unlock(n);
                 continue;
             }

@@ -17,8 +17,10 @@
  *
  * The stream, when cut, is opened again at once, then after backoff
  * doubling from 50 ms up to 500 ms: traffic resumes within about half a
- * second of the path being back (plus what TCP inside the tunnel waits
- * before it sends again).
+ * second of the path being back.  What WireGuard sends meanwhile stays in
+ * the stream's fixed queue and goes first on the new stream, so that a
+ * TCP connection inside the tunnel, whose retransmissions back off while
+ * the path is cut, hears an answer then rather than at its next try.
  *
  * A direct peer (another node, both with endpoints) that has had traffic
  * to send for DIRECT_WAIT_MS without ever completing a handshake is given
@@ -241,6 +243,8 @@ stream_close(struct node_relay *r, const char *why)
     log_warn("relay stream closed: %s (%" PRIu64 " datagrams dropped on a"
              " full queue)", why, r->conn.dropped);
     http_upgrade_close(&r->up);
+    /* a frame may be half sent: the next stream starts from an empty queue */
+    relay_conn_init(&r->conn, http_upgrade_send, http_upgrade_recv, &r->up);
     r->open = false;
     r->attempt = 0;
     r->retry_at = 0;            /* again at once */
@@ -282,7 +286,10 @@ stream_open(struct node_relay *r)
         }
         return;
     }
-    relay_conn_init(&r->conn, http_upgrade_send, http_upgrade_recv, &r->up);
+    /* what WireGuard sent while there was no stream (a TCP retransmission
+     * inside the tunnel) goes out first: the first answer to it restarts
+     * the transfer, rather than TCP's next, backed-off, retransmission */
+    relay_conn_attach(&r->conn);
     r->open = true;
     r->failing_since = 0;
     log_info("relay stream open");
@@ -302,6 +309,7 @@ static void
 from_wireguard(struct node_relay *r)
 {
     uint8_t  buf[RELAY_FRAME_MAX];
+    time_t   since;
 
     for (int i = 0; i < 64; i++) {
         ssize_t  k = recv(r->udp, buf, sizeof(buf), MSG_DONTWAIT);
@@ -309,7 +317,8 @@ from_wireguard(struct node_relay *r)
         if (k <= 0) {
             return;
         }
-        if (r->open) {
+        /* held in the fixed queue while the stream is opened again */
+        if (r->open || node_relay_transport(r->n, &since) == NODE_TRANSPORT_RELAY) {
             relay_enqueue(&r->conn, buf, (size_t) k);
         }
     }
@@ -564,6 +573,7 @@ node_relay_start(struct vpc_node *n)
         return -1;
     }
     r->n = n;
+    relay_conn_init(&r->conn, http_upgrade_send, http_upgrade_recv, &r->up);
     pthread_mutex_init(&r->lock, NULL);
     r->local.sin_family = AF_INET;
     r->local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -3,7 +3,8 @@
 #   xfer.pl recv ADDR PORT         accepts one connection, reads to the end,
 #                                  prints "bytes SHA256 max-gap-seconds
 #                                  gap-end" (the end of the longest gap
-#                                  between two reads, epoch seconds)
+#                                  between two reads, epoch seconds), then
+#                                  every gap over 0.2 s as "start end"
 #   xfer.pl send ADDR PORT FILE MBPS   sends FILE at about MBPS megabytes/s
 use strict;
 use warnings;
@@ -18,17 +19,19 @@ if ($mode eq 'recv') {
     my $c = $l->accept or die "accept: $!";
     my $sha = Digest::SHA->new(256);
     my ($n, $gap, $last, $end) = (0, 0, undef, 0);
+    my @gaps;
     while (1) {
         my $k = sysread($c, my $buf, 65536);
         die "read: $!" unless defined $k;
         last if $k == 0;
         my $now = time;
         ($gap, $end) = ($now - $last, $now) if defined $last && $now - $last > $gap;
+        push @gaps, sprintf('%.3f %.3f', $last, $now) if defined $last && $now - $last > 0.2;
         $last = $now;
         $n += $k;
         $sha->add($buf);
     }
-    printf "%d %s %.3f %.3f\n", $n, $sha->hexdigest, $gap, $end;
+    printf "%d %s %.3f %.3f %s\n", $n, $sha->hexdigest, $gap, $end, join(' ', @gaps);
 } else {
     my $c = IO::Socket::INET->new(PeerAddr => $addr, PeerPort => $port)
         or die "connect: $!";
