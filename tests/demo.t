@@ -50,6 +50,7 @@ $out = qx{ONCE=1 VPC_UDP=off bash $demo 2>&1};
 is($? >> 8, 0, 'ONCE=1 VPC_UDP=off exits 0') or diag($out);
 like($out, qr/all UDP between the CVMs dropped/, 'UDP between the CVMs is dropped');
 like($out, qr/ok  n1 and n2 reach the hub through the relay/, 'the nodes use the relay');
+like($out, qr/dstack-ctld status .*transport relay/s, "the story shows n1's status: transport relay");
 like($out, qr/3 received, 0% packet loss.*through the relay/s, 'the relay carries the ping');
 is_deeply([leftovers()], [], 'the namespaces are gone');
 

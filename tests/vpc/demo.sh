@@ -148,6 +148,10 @@ peering_ok=1
 if [ "$VPC_UDP" = off ]; then
     show "dstack-ctld's log on n1: the path it chose"
     grep -E 'the path to the hub|withdrawing' "$DV_DIR/n1/ctld.log" | tail -2 | indent
+    show "dstack-ctld status                 (on n1)"
+    st=$(in_cvm n1 "$DSTACK_BIN/dstack-ctld" status --state-dir "$DV_DIR/n1/state" 2>&1)
+    indent <<< "$st"
+    grep -q 'transport relay' <<< "$st" || bad "n1's status does not say relay"
     if relay_settled; then
         ok "n1 and n2 reach the hub through the relay (their hub endpoint is the node's own loopback socket) and peer with nobody else"
     else
