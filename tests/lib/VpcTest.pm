@@ -37,8 +37,8 @@ sub vpn_address {
 
 # CHECK returns true within 10 s
 sub eventually {
-    my ($check) = @_;
-    for (1 .. 50) {
+    my ($check, $seconds) = @_;
+    for (1 .. ($seconds // 10) * 5) {
         return 1 if $check->();
         select undef, undef, undef, 0.2;
     }
