@@ -35,7 +35,7 @@ sub vpn_address {
     return $text =~ /inet (100\.[\d.]+)\// ? $1 : '';
 }
 
-# CHECK returns true within 10 s
+# CHECK returns true within SECONDS (10 by default)
 sub eventually {
     my ($check, $seconds) = @_;
     for (1 .. ($seconds // 10) * 5) {
