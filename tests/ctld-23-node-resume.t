@@ -2,7 +2,9 @@
 # peer set (node.peers) in place and polls from its version, so what
 # changed while it was down comes as a delta, not a snapshot; a corrupted
 # or truncated node.peers is refused in one line and the node polls from 0;
-# a restored backup (a new epoch) makes it take a snapshot and converge.
+# a restored backup (a new epoch) makes it take a snapshot and converge;
+# a node removed by the admin while it was stopped joins afresh when it
+# starts again (its saved token answers 410) instead of exiting.
 #
 # The real server behind a real nginx whose access log shows each poll's
 # since=; the node in a network namespace with wireguard-go (uapi).
@@ -200,6 +202,28 @@ my $new = saved()->{epoch};
 like($node->log_text, qr/peer set version \d+ \(snapshot\)[^\n]*\n(?:.*\n)*?.*polling from version \d+ of epoch $new/,
      '  answered with a snapshot; the polls after it are of the new epoch');
 is($node->stop, 0, 'alpha stops');
+
+# --- removed while stopped: starting again joins afresh ----------------------
+
+my $old_id = saved_state()->{node_id};
+($rc, $out) = $srv->cli('nodes', 'remove', 'alpha');
+is($rc, 0, 'the admin removes alpha while it is stopped') or diag($out);
+$mark = access_lines();
+my $logmark = length($node->log_text);
+start();
+ok(wait_until(20, sub { my $st = saved_state(); $st && $st->{node_id} != $old_id }),
+   'alpha starts and joins again, as a new node') or diag(substr($node->log_text, $logmark));
+is(joins_since($mark), 1, '  with one join');
+ok(wait_until(20, sub { keys %{ peer_keys() } == 4 }), '  and converges (hub, beta, gamma, delta)');
+ok($node->running, '  the daemon runs on');
+like(substr($node->log_text, $logmark), qr/removed from the VPC while it was stopped: joining afresh/,
+     '  one log line says why');
+is($node->stop, 0, 'alpha stops');
 unlike($node->log_text, qr/[0-9a-f]{64}/, 'no token in the log');
+
+sub saved_state {
+    my $t = read_text("$state/node.state") // return undef;
+    return eval { decode_json($t) };
+}
 
 done_testing();

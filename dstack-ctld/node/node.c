@@ -296,6 +296,7 @@ resume(struct vpc_node *n)
         return same_node ? 1 : -1;
     }
     adopt_state(n);
+    n->resumed = true;
     log_info("resuming as %s (node %" PRId64 ") at %s with the saved token",
              n->state.name, n->state.node_id, n->state.address);
     resume_peers(n);
@@ -345,6 +346,7 @@ join(struct vpc_node *n)
         n->want_snapshot = false;
     }
     adopt_state(n);
+    n->resumed = false;
     n->refused = 0;
     rc = 0;
     if (json_object_get(answer, "peers") != NULL) {
@@ -610,6 +612,7 @@ poll_result(struct vpc_node *n, enum api_result res, json_t *answer)
     switch (res) {
     case API_OK:
         n->refused = 0;
+        n->resumed = false;
         return handle_answer(n, answer, "the server's");
 
     case API_GONE:
@@ -624,6 +627,17 @@ poll_result(struct vpc_node *n, enum api_result res, json_t *answer)
             return -1;
         }
         node_state_forget(n->cfg.state_dir);
+        if (n->resumed) {
+            /* removed while this daemon was stopped: starting again
+             * joins again, as a restart after the exit below would */
+            log_warn("this node was removed from the VPC while it was"
+                     " stopped: joining afresh");
+            OPENSSL_cleanse(n->state.token, sizeof(n->state.token));
+            n->resumed = false;
+            n->joined = false;
+            n->want_snapshot = false;
+            return -1;
+        }
         log_error("this node was removed from the VPC by the server");
         return 1;
 

@@ -220,6 +220,8 @@ struct vpc_node {
 
     struct node_state     state;
     bool                  joined;       /* state holds a usable token */
+    bool                  resumed;      /* the token came from node.state
+                                           and no answer has taken it yet */
     unsigned              refused;      /* 401s in a row for the token */
     bool                  reported;     /* nodes/update done */
 
