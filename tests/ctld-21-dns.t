@@ -5,7 +5,8 @@
 # joins, re-joins and is removed, NXDOMAIN, other names forwarded to a
 # real resolver (dnsmasq, on the gateway's namespace), a truncated answer
 # fetched again over TCP, malformed queries, TCP clients that trickle
-# bytes, resolv.conf restored on stop, and --names hosts.
+# bytes, a resolver's answer with another question dropped, each forwarded
+# query from its own port, resolv.conf restored on stop, and --names hosts.
 #
 #   flock /tmp/dstack-ns.lock prove tests/ctld-21-dns.t
 
@@ -33,10 +34,11 @@ delete $ENV{VPC_NAMES};
 my $bin = $ENV{DSTACK_BIN} // 'build/bin';
 my $DNS = '127.0.0.153';
 my $RESOLV = '/etc/netns/dd-n1/resolv.conf';
-my $dnsmasq_pid;
+my ($dnsmasq_pid, $liar_pid);
 
 END {
     local $?;
+    kill "TERM", $liar_pid if $liar_pid;
     if ($dnsmasq_pid) {
         kill 'TERM', $dnsmasq_pid;
         waitpid $dnsmasq_pid, 0;
@@ -222,6 +224,62 @@ PERL
 is(out('n1', "perl $slow"), '', '16 TCP clients trickle a byte a second');
 ok(eventually(sub { dig('n1', '+tcp n2.dstack.internal') eq $addr{n2} }),
    '  TCP answers again while they still trickle');
+
+# --- forged answers: a resolver's answer must match the query ---------------
+#
+# A resolver on 10.99.0.53 (the gateway's namespace) that answers every
+# query twice from its own address and port: first with the query's id and
+# another question (what a forger who guessed the port and id would send),
+# then truly.  It writes down each query's source port.
+
+my $liar = "$DIR/liar.pl";
+my $ports = "$DIR/liar.ports";
+write_file($liar, <<'PERL');
+use strict; use warnings; use IO::Socket::INET; use Socket;
+my $s = IO::Socket::INET->new(LocalAddr => '10.99.0.53:53', Proto => 'udp') or die $!;
+open my $log, '>>', $ARGV[0] or die $!;
+$log->autoflush(1);
+print "ready\n";
+STDOUT->flush;
+while (1) {
+    my $from = $s->recv(my $q, 65535) // next;
+    next if length($q) < 17;
+    my ($port) = sockaddr_in($from);
+    print $log "$port\n";
+    my $end = 12;
+    $end += ord(substr($q, $end, 1)) + 1 while $end < length($q) && ord(substr($q, $end, 1));
+    my $question = substr($q, 12, $end + 5 - 12);
+    (my $other = $question) =~ s/spoof/sp00f/i;
+    my $answer = sub {
+        my ($qs, $ip) = @_;
+        return substr($q, 0, 2) . pack('nnnnn', 0x8180, 1, 1, 0, 0) . $qs
+             . pack('nnnNn', 0xc00c, 1, 1, 60, 4) . inet_aton($ip);
+    };
+    $s->send($answer->($other, '192.0.2.66'), 0, $from);
+    $s->send($answer->($question, '192.0.2.55'), 0, $from);
+}
+PERL
+system('ip -n dd-gw addr add 10.99.0.53/24 dev eth0') == 0
+    or BAIL_OUT('cannot add 10.99.0.53 to the gateway namespace');
+$liar_pid = open(my $liar_out, '-|', 'ip', 'netns', 'exec', 'dd-gw', 'perl', $liar, $ports)
+    // die "liar: $!";
+is(scalar <$liar_out>, "ready\n", 'a lying resolver on 10.99.0.53');
+is(system("bash $vpc node-stop n1"), 0, 'n1 stopped');
+write_file($RESOLV, "nameserver 10.99.0.53\n");
+system("bash $vpc node-start n1") == 0 or BAIL_OUT('n1 did not restart');
+is(dig('n1', 'spoof.example.test'), '192.0.2.55',
+   'an answer with the id but another question is dropped; the true one comes back');
+is(dig('n1', 'spoof.example.test'), '192.0.2.55', '  again');
+like(out('n1', 'getent hosts spoof.example.test'), qr/^192\.0\.2\.55\s/m, '  and to glibc');
+my @ports = split /\n/, slurp($ports);
+my %distinct = map { $_ => 1 } @ports;
+ok(@ports >= 3 && keys %distinct == @ports,
+   "each forwarded query from a port of its own (@ports)");
+kill 'TERM', $liar_pid;
+close $liar_out;
+is(system("bash $vpc node-stop n1"), 0, 'n1 stopped, to go back to dnsmasq');
+write_file($RESOLV, $orig);
+system("bash $vpc node-start n1") == 0 or BAIL_OUT('n1 did not restart');
 
 # --- stop: the original comes back; --names hosts: today's hosts block
 

@@ -423,6 +423,9 @@ enum dns_verdict  dns_answer(struct name_table *t, const uint8_t *q, size_t len,
 /* SERVFAIL to q: DNS_REPLY, or DNS_DROP when q cannot be parsed */
 enum dns_verdict  dns_servfail(const uint8_t *q, size_t len, uint8_t **out,
                                size_t *out_len);
+/* a is an answer to q: its id, and its question (name, type, class) */
+bool  dns_answers_query(const uint8_t *q, size_t q_len, const uint8_t *a,
+                        size_t a_len);
 
 /* node_dns.c: the server's thread; NULL logged */
 struct dns_server;

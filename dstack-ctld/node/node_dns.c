@@ -5,10 +5,13 @@
  * resolvers the CVM had (node_resolv.c).
  *
  * UDP forwarding does not block: a forwarded query gets a fresh random id
- * and waits in a bounded table (the oldest is dropped when it is full)
- * until the answer, from that resolver's address with that id, comes back,
- * or DNS_FORWARD_MS passes and the next resolver is tried; after the last,
- * SERVFAIL.  A truncated answer goes back as it is, and the client asks
+ * and a socket of its own, connected to the resolver (so a random source
+ * port, and the kernel drops datagrams from anyone else), and waits in a
+ * bounded table (the oldest is dropped when it is full) until an answer
+ * with that id and the query's question comes back, or DNS_FORWARD_MS
+ * passes or the resolver refuses (ICMP) and the next resolver is tried;
+ * after the last, SERVFAIL.  An off-path attacker must guess the port and
+ * the id at once, as with any resolver that randomises both.  A truncated answer goes back as it is, and the client asks
  * again over TCP.  Each TCP connection (at most DNS_TCP_MAX at once) has
  * a thread, which forwards over TCP.  Every step has a deadline, and a
  * connection's queries must all arrive within DNS_TCP_READ_MS: a client
@@ -32,7 +35,7 @@
 #include "node/node.h"
 
 #define DNS_FORWARD_MS  2000
-#define DNS_PENDING     512
+#define DNS_PENDING     256         /* one socket each */
 #define DNS_TCP_MAX     16
 #define DNS_TCP_QUERIES 32          /* per connection */
 #define DNS_TCP_READ_MS 5000        /* to send them all */
@@ -40,7 +43,7 @@
 
 struct pending {
     bool                     used;
-    uint16_t                 id;         /* ours, toward the resolver */
+    int                      fd;         /* connected to its resolver */
     uint16_t                 client_id;
     size_t                   upstream;
     uint64_t                 deadline;   /* ms */
@@ -53,7 +56,7 @@ struct pending {
 struct dns_server {
     struct name_table      *names;
     struct dns_upstreams    up;
-    int                     udp, tcp, fwd4, fwd6;
+    int                     udp, tcp;
     int                     wake[2];
     pthread_t               thread;
     unsigned                tcp_active;  /* atomic */
@@ -83,30 +86,46 @@ random_id(void)
 }
 
 
-static int
-fwd_socket(const struct dns_server *s, size_t i)
+static void
+pending_close(struct pending *p)
 {
-    return s->up.addr[i].ss_family == AF_INET6 ? s->fwd6 : s->fwd4;
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
 }
 
 
-/* sends p's query to its resolver: 0, or -1 when none is left */
+/* sends p's query to its resolver from a new port: 0, or -1 when none is
+ * left */
 static int
 forward_send(struct dns_server *s, struct pending *p)
 {
     for (; p->upstream < s->up.n; p->upstream++) {
-        int fd = fwd_socket(s, p->upstream);
-
-        if (fd >= 0
-            && sendto(fd, p->query, p->len, 0,
-                      (struct sockaddr *) &s->up.addr[p->upstream],
-                      s->up.len[p->upstream]) == (ssize_t) p->len)
+        pending_close(p);
+        p->fd = socket(s->up.addr[p->upstream].ss_family,
+                       SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (p->fd >= 0
+            && connect(p->fd, (struct sockaddr *) &s->up.addr[p->upstream],
+                       s->up.len[p->upstream]) == 0
+            && send(p->fd, p->query, p->len, 0) == (ssize_t) p->len)
         {
             p->deadline = now_ms() + DNS_FORWARD_MS;
             return 0;
         }
     }
+    pending_close(p);
     return -1;
+}
+
+
+static void
+pending_free(struct pending *p)
+{
+    pending_close(p);
+    free(p->query);
+    p->query = NULL;
+    p->used = false;
 }
 
 
@@ -129,9 +148,7 @@ pending_fail(struct dns_server *s, struct pending *p)
         reply_udp(s, out, out_len, &p->client, p->client_len);
     }
     free(out);
-    free(p->query);
-    p->query = NULL;
-    p->used = false;
+    pending_free(p);
 }
 
 
@@ -140,7 +157,6 @@ forward_udp(struct dns_server *s, const uint8_t *q, size_t len,
             const struct sockaddr_storage *from, socklen_t from_len)
 {
     struct pending  *p = NULL, *oldest = &s->pending[0];
-    uint16_t         id;
 
     for (size_t i = 0; i < DNS_PENDING; i++) {
         if (!s->pending[i].used) {
@@ -152,29 +168,19 @@ forward_udp(struct dns_server *s, const uint8_t *q, size_t len,
         }
     }
     if (p == NULL) {
-        free(oldest->query);            /* a flood: the oldest gives way */
+        pending_free(oldest);           /* a flood: the oldest gives way */
         p = oldest;
     }
     memset(p, 0, sizeof(*p));
+    p->fd = -1;
     p->query = malloc(len);
     if (p->query == NULL) {
         return;
     }
-    /* an id no other pending query has toward the resolvers */
-    do {
-        id = random_id();
-        for (size_t i = 0; i < DNS_PENDING; i++) {
-            if (s->pending[i].used && s->pending[i].id == id) {
-                id = 0;
-                break;
-            }
-        }
-    } while (id == 0);
     memcpy(p->query, q, len);
     p->len = len;
     p->client_id = LDNS_ID_WIRE(q);
-    p->id = id;
-    ldns_write_uint16(p->query, id);
+    ldns_write_uint16(p->query, random_id());
     memcpy(&p->client, from, from_len);
     p->client_len = from_len;
     p->used = true;
@@ -184,51 +190,31 @@ forward_udp(struct dns_server *s, const uint8_t *q, size_t len,
 }
 
 
-static bool
-same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family) {
-        return false;
-    }
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *) a, *y = (const void *) b;
-
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *) a, *y = (const void *) b;
-
-    return x->sin6_port == y->sin6_port
-           && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
-
-/* an answer from a resolver: to the client that asked, with its id */
+/* what came on p's socket: the answer goes to the client that asked, with
+ * its id; anything else is dropped; a refusal moves on to the next
+ * resolver */
 static void
-upstream_answer(struct dns_server *s, int fd)
+upstream_answer(struct dns_server *s, struct pending *p)
 {
-    struct sockaddr_storage  from;
-    socklen_t                from_len = sizeof(from);
-    ssize_t                  n;
+    ssize_t  n;
 
-    n = recvfrom(fd, s->buf, sizeof(s->buf), MSG_DONTWAIT,
-                 (struct sockaddr *) &from, &from_len);
-    if (n < LDNS_HEADER_SIZE || !LDNS_QR_WIRE(s->buf)) {
-        return;
-    }
-    for (size_t i = 0; i < DNS_PENDING; i++) {
-        struct pending *p = &s->pending[i];
-
-        if (p->used && p->id == LDNS_ID_WIRE(s->buf)
-            && same_addr(&from, &s->up.addr[p->upstream]))
-        {
-            ldns_write_uint16(s->buf, p->client_id);
-            reply_udp(s, s->buf, (size_t) n, &p->client, p->client_len);
-            free(p->query);
-            p->query = NULL;
-            p->used = false;
+    n = recv(p->fd, s->buf, sizeof(s->buf), MSG_DONTWAIT);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             return;
         }
+        p->upstream++;          /* ICMP unreachable: no need to wait */
+        if (forward_send(s, p) != 0) {
+            pending_fail(s, p);
+        }
+        return;
     }
+    if (!dns_answers_query(p->query, p->len, s->buf, (size_t) n)) {
+        return;
+    }
+    ldns_write_uint16(s->buf, p->client_id);
+    reply_udp(s, s->buf, (size_t) n, &p->client, p->client_len);
+    pending_free(p);
 }
 
 
@@ -355,8 +341,7 @@ forward_tcp(struct dns_server *s, const uint8_t *q, size_t len, uint8_t *ans,
         ok = connect(fd, (struct sockaddr *) &s->up.addr[i], s->up.len[i]) == 0
              && tcp_write_msg(fd, q, len, deadline) == 0
              && tcp_read_msg(fd, ans, ans_len, deadline) == 0
-             && *ans_len >= LDNS_HEADER_SIZE
-             && LDNS_ID_WIRE(ans) == LDNS_ID_WIRE(q);
+             && dns_answers_query(q, len, ans, *ans_len);
         close(fd);
         if (ok) {
             return 0;
@@ -467,18 +452,19 @@ static void *
 dns_thread(void *arg)
 {
     struct dns_server  *s = arg;
-    struct pollfd       pfd[5];
+    struct pollfd       pfd[3 + DNS_PENDING];
+    struct pending     *waiting[DNS_PENDING];
     uint64_t            now, next;
+    nfds_t              n;
     int                 timeout;
 
     pfd[0] = (struct pollfd) { .fd = s->wake[0], .events = POLLIN };
     pfd[1] = (struct pollfd) { .fd = s->udp, .events = POLLIN };
     pfd[2] = (struct pollfd) { .fd = s->tcp, .events = POLLIN };
-    pfd[3] = (struct pollfd) { .fd = s->fwd4, .events = POLLIN };
-    pfd[4] = (struct pollfd) { .fd = s->fwd6, .events = POLLIN };
     for (;;) {
         now = now_ms();
         next = UINT64_MAX;
+        n = 3;
         for (size_t i = 0; i < DNS_PENDING; i++) {
             struct pending *p = &s->pending[i];
 
@@ -488,28 +474,31 @@ dns_thread(void *arg)
                     pending_fail(s, p);
                 }
             }
-            if (p->used && p->deadline < next) {
-                next = p->deadline;
+            if (p->used) {
+                next = p->deadline < next ? p->deadline : next;
+                waiting[n - 3] = p;
+                pfd[n++] = (struct pollfd) { .fd = p->fd, .events = POLLIN };
             }
         }
         timeout = next == UINT64_MAX ? -1 : (int) (next - now);
-        if (poll(pfd, 5, timeout) < 0 && errno != EINTR) {
+        if (poll(pfd, n, timeout) < 0 && errno != EINTR) {
             log_error("dns: poll: %s", strerror(errno));
             break;
         }
         if (pfd[0].revents) {
             break;
         }
+        /* answers first: a new query may take the slot of the oldest */
+        for (nfds_t i = 3; i < n; i++) {
+            if (pfd[i].revents && waiting[i - 3]->used) {
+                upstream_answer(s, waiting[i - 3]);
+            }
+        }
         if (pfd[1].revents & POLLIN) {
             query_udp(s);
         }
         if (pfd[2].revents & POLLIN) {
             accept_tcp(s);
-        }
-        for (int i = 3; i < 5; i++) {
-            if (pfd[i].revents & POLLIN) {
-                upstream_answer(s, pfd[i].fd);
-            }
         }
     }
     return NULL;
@@ -536,13 +525,6 @@ listen_socket(int type, const struct sockaddr_in *addr)
 }
 
 
-static int
-fwd_open(int family)
-{
-    return socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-}
-
-
 struct dns_server *
 dns_start(struct name_table *names, const struct sockaddr_in *listen,
           const struct dns_upstreams *up)
@@ -557,8 +539,6 @@ dns_start(struct name_table *names, const struct sockaddr_in *listen,
     inet_ntop(AF_INET, &listen->sin_addr, addr, sizeof(addr));
     s->names = names;
     s->up = *up;
-    s->fwd4 = fwd_open(AF_INET);
-    s->fwd6 = fwd_open(AF_INET6);       /* -1 without IPv6: fine */
     s->udp = listen_socket(SOCK_DGRAM, listen);
     s->tcp = s->udp >= 0 ? listen_socket(SOCK_STREAM, listen) : -1;
     s->wake[0] = s->wake[1] = -1;
@@ -588,7 +568,7 @@ failed:
 void
 dns_stop(struct dns_server *s)
 {
-    int  fds[6];
+    int  fds[4];
 
     if (s == NULL) {
         return;
@@ -597,15 +577,16 @@ dns_stop(struct dns_server *s)
         (void) !write(s->wake[1], "x", 1);
         pthread_join(s->thread, NULL);
     }
-    fds[0] = s->udp; fds[1] = s->tcp; fds[2] = s->fwd4; fds[3] = s->fwd6;
-    fds[4] = s->wake[0]; fds[5] = s->wake[1];
-    for (int i = 0; i < 6; i++) {
+    fds[0] = s->udp; fds[1] = s->tcp; fds[2] = s->wake[0]; fds[3] = s->wake[1];
+    for (int i = 0; i < 4; i++) {
         if (fds[i] >= 0) {
             close(fds[i]);
         }
     }
     for (size_t i = 0; i < DNS_PENDING; i++) {
-        free(s->pending[i].query);
+        if (s->pending[i].used) {
+            pending_free(&s->pending[i]);
+        }
     }
     /* a TCP thread ends within its timeouts; until then it needs s */
     for (int i = 0; i < 100 && __atomic_load_n(&s->tcp_active, __ATOMIC_ACQUIRE) > 0; i++) {

@@ -260,3 +260,45 @@ dns_servfail(const uint8_t *wire, size_t len, uint8_t **out, size_t *out_len)
     ldns_pkt_free(q);
     return v;
 }
+
+
+/* the one question of a message, or NULL */
+static ldns_rr *
+question_of(const uint8_t *wire, size_t len)
+{
+    ldns_rr  *rr = NULL;
+    size_t    pos = LDNS_HEADER_SIZE;
+
+    if (len < LDNS_HEADER_SIZE || LDNS_QDCOUNT(wire) != 1
+        || ldns_wire2rr(&rr, wire, len, &pos, LDNS_SECTION_QUESTION)
+           != LDNS_STATUS_OK)
+    {
+        return NULL;
+    }
+    return rr;
+}
+
+
+bool
+dns_answers_query(const uint8_t *q, size_t q_len, const uint8_t *a, size_t a_len)
+{
+    ldns_rr  *qq, *aq;
+    bool      same;
+
+    /* the header and question only: a truncated answer may end anywhere
+     * after them */
+    if (a_len < LDNS_HEADER_SIZE || q_len < LDNS_HEADER_SIZE
+        || !LDNS_QR_WIRE(a) || LDNS_ID_WIRE(a) != LDNS_ID_WIRE(q))
+    {
+        return false;
+    }
+    qq = question_of(q, q_len);
+    aq = question_of(a, a_len);
+    same = qq != NULL && aq != NULL
+           && ldns_rr_get_type(qq) == ldns_rr_get_type(aq)
+           && ldns_rr_get_class(qq) == ldns_rr_get_class(aq)
+           && ldns_dname_compare(ldns_rr_owner(qq), ldns_rr_owner(aq)) == 0;
+    ldns_rr_free(qq);
+    ldns_rr_free(aq);
+    return same;
+}

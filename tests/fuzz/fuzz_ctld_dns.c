@@ -7,6 +7,8 @@
  * answer (QR) with the query's id, holds at most one answer record, and
  * over UDP fits 512 bytes, or 1232 with EDNS; a forwarded query is one
  * outside the zone with one question; SERVFAIL for a query that parses.
+ * The same bytes taken as a resolver's answer (dns_answers_query) to a
+ * fixed query: matched only with the query's id and question.
  */
 
 #include <stdint.h>
@@ -41,6 +43,23 @@ table(bool ready)
         made = true;
     }
     return &t[ready];
+}
+
+
+/* the input as what a resolver sent back to a query for n2.example.test */
+static void
+answer(const uint8_t *a, size_t len)
+{
+    static const uint8_t  q[] = {
+        0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+        2, 'n', '2', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 4, 't', 'e', 's', 't', 0,
+        0, 1, 0, 1
+    };
+
+    if (dns_answers_query(q, sizeof(q), a, len)) {
+        check(len >= sizeof(q) && LDNS_QR_WIRE(a) && LDNS_ID_WIRE(a) == 0x1234);
+        check(LDNS_QDCOUNT(a) == 1);
+    }
 }
 
 
@@ -88,5 +107,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(dns_servfail(data + 1, size - 1, &out, &out_len) == DNS_REPLY);
         free(out);
     }
+    answer(data + 1, size - 1);
     return 0;
 }
