@@ -17,6 +17,10 @@ use JSON::PP;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+use lib 'tests/lib';
+use VpcTest qw(out in vpn_address eventually wg_if public_key peers
+               handshake_with pid_of slurp);
+
 plan skip_all => 'needs root' if $>;
 plan skip_all => 'needs /dev/net/tun' unless -c '/dev/net/tun';
 
@@ -202,20 +206,6 @@ sub path_of {
     return '';
 }
 
-sub slurp {
-    my ($f) = @_;
-    open my $fh, '<', $f or return '';
-    local $/;
-    return scalar <$fh>;
-}
-
-sub pid_of {
-    my ($cvm) = @_;
-    my $p = slurp("$D/$cvm/ctld.pid");
-    chomp $p;
-    return $p;
-}
-
 sub token_of {
     my ($cvm) = @_;
     return slurp("$D/$cvm/state/node.state") =~ /"node_token"\s*:\s*"([0-9a-f]+)"/ ? $1 : '';
@@ -226,65 +216,14 @@ sub probe {
     return scalar qx{bash $vpc exec $cvm timeout 20 perl tests/vpc/relay-probe.pl $SRV $token 2>&1};
 }
 
-sub out {
-    my ($cvm, $cmd) = @_;
-    return scalar qx{bash $vpc exec $cvm $cmd 2>&1};
-}
-
-sub in {
-    my ($cvm, $cmd) = @_;
-    return system("bash $vpc exec $cvm $cmd >/dev/null 2>&1") == 0;
-}
-
-sub ifname { $_[0] eq 'srv' ? 'rlwg-srv' : "rlwg-$_[0]" }
-
-sub vpn_address {
-    my ($cvm) = @_;
-    my $text = out($cvm, 'ip -4 -o addr show dev ' . ifname($cvm));
-    return $text =~ /inet (100\.[\d.]+)\// ? $1 : '';
-}
-
-sub public_key {
-    my ($cvm) = @_;
-    my $key = out($cvm, 'wg show ' . ifname($cvm) . ' public-key');
-    chomp $key;
-    return $key;
-}
-
-# public key => allowed IPs
-sub peers {
-    my ($cvm) = @_;
-    my @lines = split /\n/, out($cvm, 'wg show ' . ifname($cvm) . ' dump');
-    shift @lines;
-    return { map { my @f = split /\t/; ($f[0] => $f[3]) } @lines };
-}
-
 # the endpoint a node's WireGuard has for the hub
 sub hub_endpoint {
     my ($cvm) = @_;
-    my @lines = split /\n/, out($cvm, 'wg show ' . ifname($cvm) . ' dump');
+    my @lines = split /\n/, out($cvm, 'wg show ' . wg_if($cvm) . ' dump');
     shift @lines;
     for (@lines) {
         my @f = split /\t/;
         return $f[2] if $f[0] eq $key{srv};
     }
     return '';
-}
-
-sub handshake_with {
-    my ($cvm, $peer, $if) = @_;
-    for (split /\n/, out($cvm, 'wg show ' . ($if // ifname($cvm)) . ' latest-handshakes')) {
-        my ($k, $when) = split /\s+/;
-        return $when if $k eq $peer && $when;
-    }
-    return 0;
-}
-
-sub eventually {
-    my ($check, $seconds) = @_;
-    for (1 .. ($seconds // 10) * 5) {
-        return 1 if $check->();
-        sleep 0.2;
-    }
-    return 0;
 }

@@ -17,7 +17,7 @@ use Test::More;
 
 use lib 'tests/lib';
 use DstackTest qw(write_file);
-use VpcTest qw(out in vpn_address eventually);
+use VpcTest qw(out in vpn_address eventually pid_of slurp);
 
 plan skip_all => 'needs root' if $>;
 plan skip_all => 'needs /dev/net/tun' unless -c '/dev/net/tun';
@@ -298,22 +298,6 @@ like(out('n1', 'getent hosts n2.dstack.internal'), qr/^\Q$addr{n2}\E\s/m,
 ok(!in('n1', "dig +time=1 +tries=1 \@$DNS n2.dstack.internal"), '  no DNS server runs');
 
 done_testing();
-
-
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or return '';
-    local $/;
-    return scalar <$fh>;
-}
-
-
-sub pid_of {
-    my ($cvm) = @_;
-    my $pid = slurp("$DIR/$cvm/ctld.pid");
-    chomp $pid;
-    return $pid || 0;
-}
 
 
 # the A record dig gets from the daemon, or ""

@@ -10,7 +10,8 @@ use warnings;
 use Test::More;
 
 use lib 'tests/lib';
-use VpcTest qw(out in vpn_address eventually);
+use VpcTest qw(out in vpn_address eventually public_key peers handshake_with
+               pid_of);
 
 plan skip_all => 'needs root' if $>;
 plan skip_all => 'needs /dev/net/tun' unless -c '/dev/net/tun';
@@ -126,43 +127,7 @@ ok(eventually(sub { in('n2', "getent hosts n4.dstack.internal") }, 60),
 done_testing();
 
 
-# the pid vpc.sh recorded for a CVM's daemon
-sub pid_of {
-    my ($cvm, $what) = @_;
-    open my $fh, '<', "/tmp/dv-test/$cvm/$what.pid" or return 0;
-    my $pid = <$fh> // 0;
-    chomp $pid;
-    return $pid;
-}
-
-
 sub mesh {
     my ($cvm, $app, $path) = @_;
     return out($cvm, "curl -sS --max-time 20 -H 'x-dstack-target-app: $app' http://127.0.0.1$path");
 }
-
-
-sub public_key {
-    my ($cvm) = @_;
-    my $key = out($cvm, "wg show wg-$cvm public-key");
-    chomp $key;
-    return $key;
-}
-
-# public key => allowed IPs, from "wg show dump"
-sub peers {
-    my ($cvm) = @_;
-    my @lines = split /\n/, out($cvm, "wg show wg-$cvm dump");
-    shift @lines;
-    return { map { my @f = split /\t/; ($f[0] => $f[3]) } @lines };
-}
-
-sub handshake_with {
-    my ($cvm, $peer) = @_;
-    for (split /\n/, out($cvm, "wg show wg-$cvm latest-handshakes")) {
-        my ($key, $when) = split /\s+/;
-        return $when if $key eq $peer && $when;
-    }
-    return 0;
-}
-
