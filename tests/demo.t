@@ -10,6 +10,9 @@ use Test::More;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
+use lib 'tests/lib';
+use DstackTest qw(slurp);
+
 plan skip_all => 'needs root' if $>;
 plan skip_all => 'needs /dev/net/tun' unless -c '/dev/net/tun';
 
@@ -82,10 +85,3 @@ is_deeply([leftovers()], [], 'and everything is torn down');
 unlink $log;
 
 done_testing();
-
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or return '';
-    local $/;
-    return <$fh>;
-}

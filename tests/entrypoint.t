@@ -13,7 +13,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use DstackTest qw(eventually);
+use DstackTest qw(eventually slurp);
 
 my $root = getcwd();
 my $bin = $ENV{DSTACK_BIN} // "$root/build/bin";
@@ -256,11 +256,4 @@ sub reap {
     kill 'KILL', $pid;
     waitpid($pid, 0);
     return 'timeout';
-}
-
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or return '';
-    local $/;
-    return <$fh>;
 }

@@ -20,6 +20,9 @@ use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep);
 
+use lib 'tests/lib';
+use DstackTest qw(slurp);
+
 my $APPLY = ($ENV{DSTACK_BIN} ? "$ENV{DSTACK_BIN}/../tests" : 'build/tests')
             . '/wg-apply';
 
@@ -74,12 +77,6 @@ sub write_file {
     close $fh or die "$path: $!";
 }
 
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or return '';
-    local $/;
-    return scalar <$fh>;
-}
 
 # runs @cmd with $in on stdin: (exit status, stdout, stderr)
 sub run {

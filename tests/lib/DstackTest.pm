@@ -12,7 +12,7 @@ use IO::Socket::INET;
 use IO::Socket::UNIX;
 use Time::HiRes qw(sleep);
 
-our @EXPORT_OK = qw(free_port wait_for_port wait_for_socket read_file
+our @EXPORT_OK = qw(free_port wait_for_port wait_for_socket read_file slurp
                     write_file read_lines load_modules nginx_conf
                     start_nginx stop_nginx error_log eventually);
 
@@ -71,6 +71,14 @@ sub write_file {
 sub read_file {
     my ($path) = @_;
     open my $fh, '<', $path or die "$path: $!";
+    local $/;
+    return scalar <$fh>;
+}
+
+# a file's text, '' when it cannot be read (yet)
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or return '';
     local $/;
     return scalar <$fh>;
 }

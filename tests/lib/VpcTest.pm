@@ -9,7 +9,7 @@ use warnings;
 use Exporter 'import';
 
 use lib 'tests/lib';
-use DstackTest qw(eventually);
+use DstackTest qw(eventually slurp);
 
 our @EXPORT_OK = qw(out in vpn_address eventually wg_if public_key peers
                     handshake_with pid_of slurp);
@@ -65,14 +65,6 @@ sub handshake_with {
         return $when if $key eq $peer && $when;
     }
     return 0;
-}
-
-# a file's text, '' when it cannot be read
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or return '';
-    local $/;
-    return scalar <$fh>;
 }
 
 # the pid vpc.sh recorded for a CVM's WHAT (default: its dstack-ctld), or 0
