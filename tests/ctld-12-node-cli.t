@@ -111,6 +111,8 @@ my @usage = (
     ['--server-app-id none extra', qr/unexpected argument "extra"/],
     ['--server-app-id none --names magic', qr/names: "magic" is not dns, hosts or both/],
     ['--server-app-id none --dns-listen ::1', qr/dns-listen: "::1" is not A.B.C.D/],
+    ['--server-app-id none --dns-listen 0.0.0.0', qr/dns-listen: "0.0.0.0" is not a loopback address/],
+    ['--server-app-id none --dns-listen 10.1.2.3:53', qr/is not a loopback address/],
     ['--server-app-id none --dns-listen 127.0.0.153:5353',
      qr/resolv.conf can only name port 53/],
 );

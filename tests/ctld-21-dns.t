@@ -183,6 +183,12 @@ my %cases = (
     huge       => $hdr->(0x0100, 1, 0, 0, 0) . ("\xff" x 8000),
     answer     => $hdr->(0x8180, 1, 0, 0, 0) . "\x02n2\x06dstack\x08internal\0$q",
     notify     => $hdr->(0x2000, 1, 0, 0, 0) . "\x02n2\x06dstack\x08internal\0$q",
+    # records a query does not carry (compression pointers in them cost
+    # the parser, not the sender): refused before they are read
+    ancount    => $hdr->(0x0100, 1, 1, 0, 0) . "\x02n2\x06dstack\x08internal\0$q"
+                  . "\xc0\x0c" . pack('nnNn', 1, 1, 60, 4) . "\x01\x02\x03\x04",
+    arcount2   => $hdr->(0x0100, 1, 0, 0, 2) . "\x02n2\x06dstack\x08internal\0$q"
+                  . ("\0" . pack('nnNn', 41, 512, 0, 0)) x 2,
 );
 for my $name (sort keys %cases) {
     $s->send($cases{$name});
@@ -201,7 +207,7 @@ my %got = map { split ' ', $_, 2 } split /\n/, out('n1', "perl $probe");
 is($got{short}, 'none', 'a datagram shorter than a header: dropped');
 is($got{answer}, 'none', 'an answer (QR set): dropped, no reflection');
 is($got{$_}, 'rcode1', "$_: FORMERR")
-    for qw(header qdcount0 qdcount2 badlabel loop selfptr toolong huge);
+    for qw(header qdcount0 qdcount2 badlabel loop selfptr toolong huge ancount arcount2);
 is($got{notify}, 'rcode4', 'another opcode: NOTIMP');
 my $pid = pid_of('n1');
 ok(kill(0, $pid), "n1's daemon ($pid) still runs");

@@ -289,14 +289,16 @@ failed:
 static int
 write_in_place(const char *path, const char *p, size_t n)
 {
-    int  fd, rc = -1;
+    size_t  len = n;
+    int     fd, rc = -1;
 
-    fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+    /* no O_TRUNC: the file is never seen empty, the tail goes last */
+    fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         return -1;
     }
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = pwrite(fd, p, n, (off_t) (len - n));
         if (w < 0 && errno == EINTR) {
             continue;
         }
@@ -306,7 +308,9 @@ write_in_place(const char *path, const char *p, size_t n)
         p += w;
         n -= (size_t) w;
     }
-    rc = fsync(fd);
+    if (ftruncate(fd, (off_t) len) == 0) {
+        rc = fsync(fd);
+    }
 out:
     close(fd);
     return rc;

@@ -218,6 +218,12 @@ parse_names(struct vpc_node *n)
                 cfg->dns_listen);
         return -1;
     }
+    if ((ntohl(n->dns_addr.sin_addr.s_addr) >> 24) != 127) {
+        /* anywhere else it would be an open resolver for the network */
+        fprintf(stderr, "dns-listen: \"%s\" is not a loopback address"
+                " (127.0.0.0/8)\n", cfg->dns_listen);
+        return -1;
+    }
     if ((n->names_mode & NAMES_DNS) && port != 53
         && strcmp(cfg->resolv_conf, "none") != 0)
     {

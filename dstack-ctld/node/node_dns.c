@@ -59,7 +59,13 @@ struct dns_server {
     int                     udp, tcp;
     int                     wake[2];
     pthread_t               thread;
-    unsigned                tcp_active;  /* atomic */
+    /* the TCP connections' sockets, by slot (-1: free): dns_stop shuts
+     * them down and waits for their threads, which use this struct */
+    pthread_mutex_t         tcp_lock;
+    pthread_cond_t          tcp_gone;
+    int                     tcp_fd[DNS_TCP_MAX];
+    unsigned                tcp_active;
+    bool                    stopping;
     struct pending          pending[DNS_PENDING];
     uint8_t                 buf[DNS_MSG_MAX];
 };
@@ -168,7 +174,9 @@ forward_udp(struct dns_server *s, const uint8_t *q, size_t len,
         }
     }
     if (p == NULL) {
-        pending_free(oldest);           /* a flood: the oldest gives way */
+        /* a flood: the oldest gives way, and its client hears so at once
+         * rather than at its own timeout */
+        pending_fail(s, oldest);
         p = oldest;
     }
     memset(p, 0, sizeof(*p));
@@ -327,7 +335,7 @@ forward_tcp(struct dns_server *s, const uint8_t *q, size_t len, uint8_t *ans,
     size_t          cap = *ans_len;
     uint64_t        deadline;
 
-    for (size_t i = 0; i < s->up.n; i++) {
+    for (size_t i = 0; i < s->up.n && !__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE); i++) {
         int  fd = socket(s->up.addr[i].ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int  ok;
 
@@ -354,6 +362,7 @@ forward_tcp(struct dns_server *s, const uint8_t *q, size_t len, uint8_t *ans,
 struct tcp_conn {
     struct dns_server  *s;
     int                 fd;
+    unsigned            slot;
 };
 
 
@@ -406,9 +415,13 @@ tcp_thread(void *arg)
 done:
     free(q);
     free(ans);
-    close(c->fd);
+    pthread_mutex_lock(&s->tcp_lock);
+    s->tcp_fd[c->slot] = -1;
+    close(c->fd);               /* under the lock: dns_stop shuts fds down */
+    s->tcp_active--;
+    pthread_cond_broadcast(&s->tcp_gone);
+    pthread_mutex_unlock(&s->tcp_lock);
     free(c);
-    __atomic_sub_fetch(&s->tcp_active, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -419,6 +432,7 @@ accept_tcp(struct dns_server *s)
     struct tcp_conn  *c;
     pthread_attr_t    attr;
     pthread_t         t;
+    unsigned          slot = DNS_TCP_MAX;
     int               fd;
 
     fd = accept4(s->tcp, NULL, NULL, SOCK_CLOEXEC);
@@ -426,23 +440,34 @@ accept_tcp(struct dns_server *s)
         return;
     }
     c = malloc(sizeof(*c));
-    if (c == NULL || __atomic_load_n(&s->tcp_active, __ATOMIC_ACQUIRE) >= DNS_TCP_MAX) {
+    pthread_mutex_lock(&s->tcp_lock);
+    for (unsigned i = 0; c != NULL && i < DNS_TCP_MAX; i++) {
+        if (s->tcp_fd[i] < 0) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot == DNS_TCP_MAX) {
+        pthread_mutex_unlock(&s->tcp_lock);
         free(c);
         close(fd);              /* busy: the client tries again */
         return;
     }
     c->s = s;
     c->fd = fd;
-    __atomic_add_fetch(&s->tcp_active, 1, __ATOMIC_ACQ_REL);
+    c->slot = slot;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     if (pthread_create(&t, &attr, tcp_thread, c) != 0) {
-        __atomic_sub_fetch(&s->tcp_active, 1, __ATOMIC_RELEASE);
         close(fd);
         free(c);
+    } else {
+        s->tcp_fd[slot] = fd;
+        s->tcp_active++;
     }
     pthread_attr_destroy(&attr);
+    pthread_mutex_unlock(&s->tcp_lock);
 }
 
 
@@ -539,6 +564,11 @@ dns_start(struct name_table *names, const struct sockaddr_in *listen,
     inet_ntop(AF_INET, &listen->sin_addr, addr, sizeof(addr));
     s->names = names;
     s->up = *up;
+    pthread_mutex_init(&s->tcp_lock, NULL);
+    pthread_cond_init(&s->tcp_gone, NULL);
+    for (unsigned i = 0; i < DNS_TCP_MAX; i++) {
+        s->tcp_fd[i] = -1;
+    }
     s->udp = listen_socket(SOCK_DGRAM, listen);
     s->tcp = s->udp >= 0 ? listen_socket(SOCK_STREAM, listen) : -1;
     s->wake[0] = s->wake[1] = -1;
@@ -588,11 +618,20 @@ dns_stop(struct dns_server *s)
             pending_free(&s->pending[i]);
         }
     }
-    /* a TCP thread ends within its timeouts; until then it needs s */
-    for (int i = 0; i < 100 && __atomic_load_n(&s->tcp_active, __ATOMIC_ACQUIRE) > 0; i++) {
-        usleep(50 * 1000);
+    /* the TCP threads: their clients cut, they end at once, or after the
+     * resolver they are waiting for (DNS_FORWARD_MS) */
+    pthread_mutex_lock(&s->tcp_lock);
+    __atomic_store_n(&s->stopping, true, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < DNS_TCP_MAX; i++) {
+        if (s->tcp_fd[i] >= 0) {
+            shutdown(s->tcp_fd[i], SHUT_RDWR);
+        }
     }
-    if (__atomic_load_n(&s->tcp_active, __ATOMIC_ACQUIRE) == 0) {
-        free(s);
+    while (s->tcp_active > 0) {
+        pthread_cond_wait(&s->tcp_gone, &s->tcp_lock);
     }
+    pthread_mutex_unlock(&s->tcp_lock);
+    pthread_mutex_destroy(&s->tcp_lock);
+    pthread_cond_destroy(&s->tcp_gone);
+    free(s);
 }

@@ -22,6 +22,10 @@
                   DNS_DOMAIN ". 1 3600 600 86400 %u"
 #define UDP_PLAIN   512
 #define UDP_EDNS    1232
+/* a question and an OPT record fit with room to spare; what is longer, or
+ * carries other records, is refused before ldns reads it: compression
+ * pointers make parsing cost grow with the message, not with its names */
+#define QUERY_MAX   4096
 
 static ldns_rdf    *zone_apex;
 static ldns_rr     *zone_soa;
@@ -56,6 +60,21 @@ reply_raw(const uint8_t *q, uint8_t rcode)
         ldns_pkt_set_rcode(r, rcode);
     }
     return r;
+}
+
+
+/* a query as ldns reads it, or NULL: what a query can carry, no more */
+static ldns_pkt *
+query_parse(const uint8_t *wire, size_t len)
+{
+    ldns_pkt  *q = NULL;
+
+    if (len > QUERY_MAX || LDNS_ANCOUNT(wire) != 0 || LDNS_NSCOUNT(wire) != 0
+        || LDNS_ARCOUNT(wire) > 1 || ldns_wire2pkt(&q, wire, len) != LDNS_STATUS_OK)
+    {
+        return NULL;
+    }
+    return q;
 }
 
 
@@ -215,7 +234,8 @@ dns_answer(struct name_table *t, const uint8_t *wire, size_t len, bool tcp,
     if (len < LDNS_HEADER_SIZE || LDNS_QR_WIRE(wire) || zone_soa == NULL) {
         return DNS_DROP;
     }
-    if (ldns_wire2pkt(&q, wire, len) != LDNS_STATUS_OK) {
+    q = query_parse(wire, len);
+    if (q == NULL) {
         return to_wire(reply_raw(wire, LDNS_RCODE_FORMERR), NULL, wire, max,
                        out, out_len);
     }
@@ -252,7 +272,7 @@ dns_servfail(const uint8_t *wire, size_t len, uint8_t **out, size_t *out_len)
     enum dns_verdict  v;
 
     *out = NULL;
-    if (len < LDNS_HEADER_SIZE || ldns_wire2pkt(&q, wire, len) != LDNS_STATUS_OK) {
+    if (len < LDNS_HEADER_SIZE || (q = query_parse(wire, len)) == NULL) {
         return DNS_DROP;
     }
     v = to_wire(reply_to(q, wire, LDNS_RCODE_SERVFAIL), q, wire, UINT16_MAX,

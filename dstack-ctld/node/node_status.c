@@ -408,7 +408,8 @@ static int
 status_listen(const char *path)
 {
     struct sockaddr_un  sa;
-    int                 fd;
+    mode_t              mask;
+    int                 fd, rc;
 
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
@@ -418,9 +419,12 @@ status_listen(const char *path)
         return -1;
     }
     unlink(path);               /* left by a daemon that died */
-    if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0
-        || chmod(path, 0600) != 0 || listen(fd, STATUS_BACKLOG) != 0)
-    {
+    /* created 0600, not chmod()ed after: a path swapped for a symbolic
+     * link in between would take the chmod elsewhere */
+    mask = umask(0177);
+    rc = bind(fd, (struct sockaddr *) &sa, sizeof(sa));
+    umask(mask);
+    if (rc != 0 || listen(fd, STATUS_BACKLOG) != 0) {
         close(fd);
         return -1;
     }
