@@ -12,6 +12,8 @@ use lib "$FindBin::Bin/../dstack-ctld/tests";
 use CtldTest;
 use IO::Select;
 use IO::Socket::INET;
+use POSIX ();
+use Socket qw(SOL_SOCKET SO_LINGER);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -126,6 +128,74 @@ syswrite($sa3, pack('N', 100) . 'short');
 close $sa3;
 ok(eventually(sub { $srv->log_text =~ /\(alpha\): stream ended: closed/ }),
    'a stream cut mid-frame ends with a log line');
+
+# --- a node that floods handshakes: past WireGuard's own rate they are
+# dropped before the key check (an X25519 each), and the stream's thread
+# still hears a replacement
+
+my ($c4, $sa4) = relay(app => $A, token => $token{alpha});
+is($c4, 101, 'alpha opens a stream');
+my $flood = fork // die "fork: $!";
+if ($flood == 0) {
+    $SIG{PIPE} = 'IGNORE';
+    my $burst = frame("\x01\0\0\0" . ("\0" x 144)) x 400;
+    my $until = time + 6;
+    while (time < $until) { syswrite($sa4, $burst) or last }
+    POSIX::_exit(0);
+}
+ok(eventually(sub { $srv->log_text =~ /\(alpha\) sends handshakes faster than WireGuard does: the excess dropped/ }),
+   'a flood of handshakes: the excess dropped, one log line');
+my $replaced = $log_lines->(qr/\(alpha\): stream ended: replaced by a new stream/);
+my ($c5, $sa5) = relay(app => $A, token => $token{alpha});
+is($c5, 101, 'a new stream for alpha while the old one floods');
+ok(eventually(sub { $log_lines->(qr/\(alpha\): stream ended: replaced by a new stream/) > $replaced }),
+   '  ends the flooding one');
+kill 'KILL', $flood;
+waitpid $flood, 0;
+close $sa4;
+
+# clients that go away before the upgrade's answer: nothing held for them
+for (1 .. 20) {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->{port}) or die;
+    print $s "GET /api/v1/relay HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+           . "Upgrade: dstack-wg-relay/1\r\nx-dstack-app-id: $A\r\n"
+           . "Authorization: Bearer $token{alpha}\r\n\r\n";
+    setsockopt($s, SOL_SOCKET, SO_LINGER, pack('II', 1, 0));    # a reset
+    close $s;
+}
+ok(eventually(sub { $srv->healthy }), 'the server answers after 20 upgrades cut short');
+
+# --- the hub's port closed (the hub restarting): a refused datagram
+# leaves an error on the stream's socket, which must not spin its thread
+
+{
+    my $gone = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', LocalPort => 0)
+        or die "udp: $!";
+    my $closed_port = $gone->sockport;
+    close $gone;
+    my $srv2 = start_server(args => ['--allowed-apps', $A, '--wg-port', $closed_port]);
+    my $j = join_node($srv2, $A, 'inst-c', 'gamma');
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv2->{port}) or die;
+    print $s "GET /api/v1/relay HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+           . "Upgrade: dstack-wg-relay/1\r\nx-dstack-app-id: $A\r\n"
+           . "Authorization: Bearer $j->{json}{node_token}\r\n\r\n";
+    my $head = '';
+    sysread($s, $head, 4096, length $head) while $head !~ /\r\n\r\n/ && IO::Select->new($s)->can_read(5);
+    like($head, qr{^HTTP/1\.1 101 }, 'a stream toward a closed hub port');
+    syswrite($s, frame($data));
+    sleep 0.5;
+    my $cpu = sub {
+        open my $fh, '<', "/proc/$srv2->{pid}/stat" or return 0;
+        my @f = split ' ', scalar <$fh>;
+        return ($f[13] + $f[14]) / POSIX::sysconf(POSIX::_SC_CLK_TCK());
+    };
+    my $before = $cpu->();
+    sleep 2;
+    my $used = $cpu->() - $before;
+    cmp_ok($used, '<', 1, sprintf('the refusal does not spin the stream (%.2f s of CPU in 2 s)', $used));
+    close $s;
+    $srv2->stop;
+}
 
 # --- the server stops with streams open
 

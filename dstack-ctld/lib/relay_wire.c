@@ -15,7 +15,7 @@ relay_conn_init(struct relay_conn *c, relay_io send, relay_io recv, void *ctx)
     c->send = send;
     c->recv = recv;
     c->ctx = ctx;
-    c->last_tx_ms = clock_mono_ms();
+    c->last_tx_ms = c->last_rx_ms = clock_mono_ms();
     c->dropped = 0;
     c->in_len = 0;
     c->out_off = 0;
@@ -26,7 +26,7 @@ relay_conn_init(struct relay_conn *c, relay_io send, relay_io recv, void *ctx)
 void
 relay_conn_attach(struct relay_conn *c)
 {
-    c->last_tx_ms = clock_mono_ms();
+    c->last_tx_ms = c->last_rx_ms = clock_mono_ms();
     c->in_len = 0;
 }
 
@@ -136,38 +136,43 @@ parse(struct relay_conn *c, relay_deliver deliver, void *arg, const char **why)
 }
 
 
+bool
+relay_idle(const struct relay_conn *c)
+{
+    return clock_mono_ms() - c->last_rx_ms > RELAY_IDLE_MS;
+}
+
+
 int
 relay_input(struct relay_conn *c, const uint8_t *data, size_t n,
             relay_deliver deliver, void *arg, const char **why)
 {
+    ssize_t  k;
+
     if (data != NULL) {
         while (n > 0) {
-            size_t  k = sizeof(c->in) - c->in_len;
+            size_t  room = sizeof(c->in) - c->in_len;
 
-            k = k < n ? k : n;
-            memcpy(c->in + c->in_len, data, k);
-            c->in_len += k;
-            data += k;
-            n -= k;
+            room = room < n ? room : n;
+            memcpy(c->in + c->in_len, data, room);
+            c->in_len += room;
+            data += room;
+            n -= room;
             if (parse(c, deliver, arg, why) != 0) {
                 return -1;
             }
         }
         return 0;
     }
-    for (;;) {
-        ssize_t  k = c->recv(c->ctx, c->in + c->in_len, sizeof(c->in) - c->in_len);
-
-        if (k < 0) {
-            *why = "closed";
-            return -1;
-        }
-        if (k == 0) {
-            return 0;
-        }
-        c->in_len += (size_t) k;
-        if (parse(c, deliver, arg, why) != 0) {
-            return -1;
-        }
+    k = c->recv(c->ctx, c->in + c->in_len, sizeof(c->in) - c->in_len);
+    if (k < 0) {
+        *why = "closed";
+        return -1;
     }
+    if (k == 0) {
+        return 0;
+    }
+    c->last_rx_ms = clock_mono_ms();
+    c->in_len += (size_t) k;
+    return parse(c, deliver, arg, why);
 }

@@ -31,6 +31,10 @@
 #define RELAY_FRAME_MAX     65535
 #define RELAY_QUEUE_BYTES   (256 * 1024)
 #define RELAY_KEEPALIVE_MS  15000
+/* each side sends within a keepalive interval (and its loop's tick): a
+ * stream silent three times that long is dead without having closed (a
+ * gateway gone without a reset) */
+#define RELAY_IDLE_MS       (3 * RELAY_KEEPALIVE_MS)
 
 /* the transport: n bytes moved, 0 when it would block, -1 closed or failed */
 typedef ssize_t (*relay_io)(void *ctx, void *buf, size_t n);
@@ -40,6 +44,7 @@ struct relay_conn {
     relay_io   recv;
     void      *ctx;
     uint64_t   last_tx_ms;
+    uint64_t   last_rx_ms;
     uint64_t   dropped;             /* datagrams the full queue refused */
     size_t     in_len;
     size_t     out_off;
@@ -59,12 +64,15 @@ bool  relay_enqueue(struct relay_conn *c, const void *dgram, size_t len);
 /* a keepalive frame when nothing went out for RELAY_KEEPALIVE_MS */
 void  relay_keepalive(struct relay_conn *c);
 bool  relay_pending(const struct relay_conn *c);
+/* nothing received for RELAY_IDLE_MS */
+bool  relay_idle(const struct relay_conn *c);
 /* writes what the transport takes: 0, or -1 when it failed */
 int   relay_flush(struct relay_conn *c);
 /*
  * Takes bytes already read (after the upgrade's headers), or reads from
- * the transport when data is NULL, and delivers every whole frame: 0, or
- * -1 with *why set ("closed", or what was malformed).
+ * the transport when data is NULL (one read: a peer that never stops
+ * sending cannot keep the caller from its other work), and delivers every
+ * whole frame: 0, or -1 with *why set ("closed", or what was malformed).
  */
 int   relay_input(struct relay_conn *c, const uint8_t *data, size_t n,
                   relay_deliver deliver, void *arg, const char **why);

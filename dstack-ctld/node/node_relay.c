@@ -62,6 +62,10 @@
 #define RETRY_FIRST_MS      50
 #define RETRY_MAX_MS        500
 #define RETRIES_LOGGED      8
+/* a stream that lived this long was a working one: its loss is retried at
+ * once; one that ends sooner (another daemon with this node's token, a
+ * server that refuses it after the upgrade) backs off as a failed open */
+#define STREAM_STABLE_MS    10000
 /* a relay that cannot be opened for this long: try UDP again (a gateway
  * restart is over well before) */
 #define RELAY_GIVE_UP_MS    30000
@@ -99,6 +103,7 @@ struct node_relay {
     unsigned             attempt;
     uint64_t             retry_at;
     uint64_t             failing_since; /* first failed open in a row (mono) */
+    uint64_t             opened_at;     /* the stream's (mono) */
     uint64_t             udp_since;     /* when UDP was chosen (mono) */
     uint64_t             rx;            /* from the hub, last seen */
     uint64_t             rx_at;         /* when it last grew (mono) */
@@ -234,6 +239,23 @@ to_wireguard(void *arg, const uint8_t *d, size_t len)
 }
 
 
+/* the next open after a backoff doubling from RETRY_FIRST_MS */
+static void
+retry_later(struct node_relay *r)
+{
+    uint64_t  delay = r->attempt == 0 ? 0 : RETRY_FIRST_MS << (r->attempt - 1);
+
+    if (r->failing_since == 0) {
+        r->failing_since = clock_mono_ms();
+    }
+    if (r->attempt < RETRIES_LOGGED) {
+        r->attempt++;
+    }
+    delay = delay > RETRY_MAX_MS ? RETRY_MAX_MS : delay;
+    r->retry_at = clock_mono_ms() + delay;
+}
+
+
 static void
 stream_close(struct node_relay *r, const char *why)
 {
@@ -246,8 +268,12 @@ stream_close(struct node_relay *r, const char *why)
     /* a frame may be half sent: the next stream starts from an empty queue */
     relay_conn_init(&r->conn, http_upgrade_send, http_upgrade_recv, &r->up);
     r->open = false;
-    r->attempt = 0;
-    r->retry_at = 0;            /* again at once */
+    if (clock_mono_ms() - r->opened_at >= STREAM_STABLE_MS) {
+        r->attempt = 0;
+        r->retry_at = 0;        /* again at once */
+    } else {
+        retry_later(r);
+    }
 }
 
 
@@ -258,7 +284,6 @@ stream_open(struct node_relay *r)
     char              hbuf[2][APP_ID_HEX_MAX + 64], err[512], token[TOKEN_HEX_LEN + 1];
     const char       *h[3], *why = NULL;
     long              status;
-    uint64_t          delay;
     int               rc;
 
     if (clock_mono_ms() < r->retry_at) {
@@ -272,15 +297,7 @@ stream_open(struct node_relay *r)
                            token, h, OPEN_TIMEOUT_MS, &status, err, sizeof(err));
     OPENSSL_cleanse(token, sizeof(token));
     if (rc != 0) {
-        delay = r->attempt == 0 ? 0 : RETRY_FIRST_MS << (r->attempt - 1);
-        if (r->failing_since == 0) {
-            r->failing_since = clock_mono_ms();
-        }
-        if (r->attempt < RETRIES_LOGGED) {
-            r->attempt++;
-        }
-        delay = delay > RETRY_MAX_MS ? RETRY_MAX_MS : delay;
-        r->retry_at = clock_mono_ms() + delay;
+        retry_later(r);
         if (r->attempt <= 2 || r->attempt == RETRIES_LOGGED) {
             log_warn("relay stream: %s", err);
         }
@@ -291,6 +308,7 @@ stream_open(struct node_relay *r)
      * the transfer, rather than TCP's next, backed-off, retransmission */
     relay_conn_attach(&r->conn);
     r->open = true;
+    r->opened_at = clock_mono_ms();
     r->failing_since = 0;
     log_info("relay stream open");
     /* the hub answers at the stream's new socket once it hears from us
@@ -529,13 +547,17 @@ relay_main(void *arg)
         if (p[0].revents) {
             break;
         }
-        if (p[1].revents & POLLIN) {
+        /* POLLERR: WireGuard's port refused a datagram; reading clears it */
+        if (p[1].revents & (POLLIN | POLLERR)) {
             from_wireguard(r);
         }
         if (r->open && (p[2].revents & (POLLIN | POLLHUP | POLLERR))
             && relay_input(&r->conn, NULL, 0, to_wireguard, r, &why) != 0)
         {
             stream_close(r, why);
+        }
+        if (r->open && relay_idle(&r->conn)) {
+            stream_close(r, "nothing received for three keepalive intervals");
         }
         if (r->open) {
             relay_keepalive(&r->conn);

@@ -39,6 +39,11 @@
 #define STREAM_STACK      (256 * 1024)
 #define SHUTDOWN_WAIT_MS  3000
 #define UDP_BURST         64
+/* handshake initiations checked per stream: a burst, then one each
+ * INIT_EVERY_MS (WireGuard starts one every few seconds at most); each
+ * costs an X25519, which a flood must not turn into the server's work */
+#define INIT_BURST        8
+#define INIT_EVERY_MS     100
 
 struct stream {
     struct stream                     *next;
@@ -50,6 +55,9 @@ struct stream {
     int                                wake;        /* eventfd: end now */
     _Atomic bool                       replaced;
     bool                               warned_key;
+    bool                               warned_rate;
+    unsigned                           init_tokens;
+    uint64_t                           init_refill_ms;
     struct MHD_UpgradeResponseHandle  *urh;
     struct relay_conn                  conn;
 };
@@ -123,6 +131,31 @@ tcp_recv(void *ctx, void *buf, size_t n)
 }
 
 
+static bool
+init_allowed(struct stream *s)
+{
+    uint64_t  now = clock_mono_ms();
+    uint64_t  add = (now - s->init_refill_ms) / INIT_EVERY_MS;
+
+    if (add > 0) {
+        s->init_tokens = add >= INIT_BURST - s->init_tokens
+                         ? INIT_BURST : s->init_tokens + (unsigned) add;
+        s->init_refill_ms += add * INIT_EVERY_MS;
+    }
+    if (s->init_tokens == 0) {
+        if (!s->warned_rate) {
+            s->warned_rate = true;
+            log_warn("relay: node %" PRId64 " (%s) sends handshakes faster"
+                     " than WireGuard does: the excess dropped", s->node_id,
+                     s->name);
+        }
+        return false;
+    }
+    s->init_tokens--;
+    return true;
+}
+
+
 /*
  * What may go to the hub: the four WireGuard message types at their
  * sizes, and an initiation only with the stream's own key.
@@ -139,6 +172,9 @@ to_hub(void *arg, const uint8_t *d, size_t len)
     }
     switch (d[0]) {
     case WG_MSG_INITIATION:
+        if (!init_allowed(s)) {
+            return;
+        }
         ok = noise_initiator_key(&hub, d, len, key) == 0
              && CRYPTO_memcmp(key, s->key, WG_KEY_LEN) == 0;
         if (!ok && !s->warned_key) {
@@ -202,13 +238,17 @@ pump(struct stream *s)
             return atomic_load(&s->replaced) ? "replaced by a new stream"
                                               : "the server stops";
         }
-        if (p[1].revents & POLLIN) {
+        /* POLLERR: the hub's port refused (it restarts); reading clears it */
+        if (p[1].revents & (POLLIN | POLLERR)) {
             from_hub(s);
         }
         if ((p[0].revents & (POLLIN | POLLHUP | POLLERR))
             && relay_input(&s->conn, NULL, 0, to_hub, s, &why) != 0)
         {
             return why;
+        }
+        if (relay_idle(&s->conn)) {
+            return "nothing received for three keepalive intervals";
         }
         relay_keepalive(&s->conn);
         if (relay_flush(&s->conn) != 0) {
@@ -281,6 +321,8 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     memcpy(s->key, p->key, WG_KEY_LEN);
     s->tcp = sock;
     s->urh = urh;
+    s->init_tokens = INIT_BURST;
+    s->init_refill_ms = clock_mono_ms();
     s->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     s->udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     relay_conn_init(&s->conn, tcp_send, tcp_recv, s);
@@ -325,7 +367,6 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     nstreams++;
     pthread_mutex_unlock(&lock);
     log_info("relay: node %" PRId64 " (%s): stream open", p->node_id, p->name);
-    free(p);
     return;
 
 fail:
@@ -338,7 +379,6 @@ fail:
         }
         free(s);
     }
-    free(p);
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
@@ -415,18 +455,20 @@ api_v1_relay(struct http_req *r)
         free(p);
         return http_error(r, 500, "storage error");
     }
+    /* the request owns p: freed when it completes, which libmicrohttpd
+     * reports after on_upgraded, or without it when the client went away
+     * before the upgrade */
+    r->data = p;
+    r->data_free = free;
     resp = MHD_create_response_for_upgrade(on_upgraded, p);
     if (resp == NULL) {
-        free(p);
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, RELAY_PROTOCOL);
     r->status = MHD_HTTP_SWITCHING_PROTOCOLS;
     r->responded = true;
     if (MHD_queue_response(r->conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp) != MHD_YES) {
-        /* MHD never calls on_upgraded: p is ours */
         MHD_destroy_response(resp);
-        free(p);
         return MHD_NO;
     }
     MHD_destroy_response(resp);
