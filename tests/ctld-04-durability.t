@@ -24,7 +24,6 @@ my @workers;
 for my $w (1 .. $WORKERS) {
     my $pid = fork // die;
     if ($pid == 0) {
-        srand($$ ^ int(time * 1000));       # distinct WireGuard keys per worker
         open my $rec, '>>', "$dir/answered-$w" or die;
         my $http = HTTP::Tiny->new(timeout => 10, keep_alive => 0);
         my $base = "http://127.0.0.1:$srv->{port}";

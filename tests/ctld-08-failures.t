@@ -27,7 +27,6 @@ sub load_clients {
     for my $c (1 .. $n) {
         my $pid = fork // die "fork: $!";
         if ($pid == 0) {
-            srand($$ ^ int(time * 1000));
             my $http = HTTP::Tiny->new(timeout => 5, keep_alive => 1);
             my $base = "http://127.0.0.1:$srv->{port}";
             my $h = { headers => { 'x-dstack-app-id' => $APP } };
@@ -348,7 +347,6 @@ subtest 'a pool or server address that collides with nodes is refused, naming th
 # with $kill, SIGKILLs the server the moment a first join is acknowledged
 sub storm_child {
     my ($srv, $joins, $record, $kill) = @_;
-    srand($$ ^ int(time * 1000));       # keys of its own, not its siblings'
     my $sel = IO::Select->new;
     my %inst;
     for my $j (@$joins) {
@@ -392,7 +390,6 @@ sub storm {
         storm_child($srv, \@mine, "$srv->{dir}/$name-$p", $kill) if $pid == 0;
         push @kids, $pid;
     }
-    srand($$ ^ int(time * 1000));       # not the children's key sequence
     return @kids;
 }
 

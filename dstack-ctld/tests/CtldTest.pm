@@ -47,9 +47,11 @@ sub free_port {
     return $port;
 }
 
-# a random 32-byte WireGuard public key, base64
+# a random 32-byte WireGuard public key, base64: from the kernel, not
+# rand(), whose seeds forked clients may share
 sub wg_key {
-    my $raw = join '', map { chr int rand 256 } 1 .. 32;
+    open my $fh, '<:raw', '/dev/urandom' or die "/dev/urandom: $!";
+    read($fh, my $raw, 32) == 32 or die "/dev/urandom: short read";
     return encode_base64($raw, '');
 }
 
