@@ -16,7 +16,9 @@
  * counters: the new configuration finds the records the old one made and
  * adds records for apps it names for the first time.  Records of apps no
  * longer named stay (old workers may still count into them) until nginx
- * restarts or the zone is resized.
+ * restarts or the zone is resized.  When a reload finds the zone full, the
+ * apps it cannot give a record are counted as "other" (and said so once):
+ * a metrics zone never stands in the way of a new allowlist.
  */
 
 
@@ -44,6 +46,7 @@ struct ngx_http_dstack_mesh_metrics_s {
     ngx_atomic_t                         handshakes[2];   /* full, resumed */
     ngx_atomic_t                         idle[2];         /* hit, miss */
     ngx_http_dstack_mesh_app_metrics_t  *apps;
+    ngx_uint_t                           full;  /* set up by the master */
 };
 
 
@@ -409,11 +412,19 @@ ngx_http_dstack_mesh_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         || ngx_http_dstack_mesh_metrics_attach(shpool, sh, &mmcf->targets)
            != NGX_OK)
     {
+        /* not even "other": a zone too small for its first configuration */
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                      "mesh_metrics_zone \"%V\" is full: it keeps the apps "
-                      "of earlier configurations until nginx restarts; "
-                      "give it a larger size", &shm_zone->shm.name);
+                      "mesh_metrics_zone \"%V\" is too small",
+                      &shm_zone->shm.name);
         return NGX_ERROR;
+    }
+
+    if (sh->full) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "mesh_metrics_zone \"%V\" is full: apps new to this "
+                      "configuration are counted as \"other\" until nginx "
+                      "restarts; give it a larger size", &shm_zone->shm.name);
+        sh->full = 0;
     }
 
     return NGX_OK;
@@ -448,7 +459,14 @@ ngx_http_dstack_mesh_metrics_attach(ngx_slab_pool_t *shpool,
                                          name)
                                 + app[i].name.len);
             if (m == NULL) {
-                return NGX_ERROR;
+                if (i == 0) {
+                    return NGX_ERROR;
+                }
+
+                /* counted, and shown, as "other" */
+                sh->full = 1;
+                app[i].metrics = app[0].metrics;
+                continue;
             }
 
             m->len = app[i].name.len;
@@ -468,11 +486,21 @@ ngx_http_dstack_mesh_metrics_attach(ngx_slab_pool_t *shpool,
 
 /* an access check of mesh_auth: "rc" is its verdict */
 
+/* the mark of a request counted already, in its pool: it survives the
+ * internal redirects that clear module contexts (as realip keeps its own) */
+
+static void
+ngx_http_dstack_mesh_counted(void *data)
+{
+}
+
+
 void
 ngx_http_dstack_mesh_count_inbound(ngx_http_request_t *r,
     ngx_http_dstack_mesh_caller_t *caller, ngx_int_t rc)
 {
     ngx_uint_t                         i;
+    ngx_pool_cleanup_t                *cln;
     ngx_http_dstack_mesh_app_t        *app;
     ngx_http_dstack_mesh_main_conf_t  *mmcf;
 
@@ -480,6 +508,20 @@ ngx_http_dstack_mesh_count_inbound(ngx_http_request_t *r,
 
     if (mmcf->metrics == NULL || caller == NULL) {
         return;
+    }
+
+    /* a request is counted at its first check: an index file, try_files
+     * or error_page in a mesh_auth location checks it again */
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_dstack_mesh_counted) {
+            return;
+        }
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln) {
+        cln->handler = ngx_http_dstack_mesh_counted;
     }
 
     if (caller->status != NGX_HTTP_DSTACK_MESH_CALLER_OK) {
@@ -541,7 +583,9 @@ ngx_http_dstack_mesh_count_outbound(ngx_http_dstack_mesh_main_conf_t *mmcf,
  * The end of one connection attempt of the balancer, from its free hook:
  * the outcome, and the TLS handshake of a new connection.  An attempt on a
  * cached connection that fails, not by a timeout, is not counted: nginx
- * tries again with a new one, and that attempt counts.
+ * tries again with a new one, and that attempt counts.  Nor is an attempt
+ * the request ended before its handshake (a client that went away): a
+ * failed attempt ends with NGX_PEER_FAILED, this one with no state.
  */
 
 void
@@ -558,6 +602,12 @@ ngx_http_dstack_mesh_count_attempt(ngx_http_dstack_mesh_main_conf_t *mmcf,
     }
 
     c = pc->connection;
+
+    if (state == 0 && (c == NULL || c->ssl == NULL || !c->ssl->handshaked)
+        && !(c && (c->read->timedout || c->write->timedout)))
+    {
+        return;
+    }
 
     if (c == NULL) {
         outcome = NGX_HTTP_DSTACK_MESH_OUT_CONNECT_FAILURE;
@@ -672,6 +722,10 @@ ngx_http_dstack_mesh_metrics_handler(ngx_http_request_t *r)
     for (i = 0; i < mmcf->callers.nelts; i++) {
         m = app[i].metrics;
 
+        if (i > 0 && m == app[0].metrics) {
+            continue;               /* no record of its own: in "other" */
+        }
+
         b->last = ngx_sprintf(b->last,
                               NGX_HTTP_DSTACK_MESH_INBOUND_APP
                               "{app=\"%V\",outcome=\"allowed\"} %uA\n"
@@ -687,6 +741,10 @@ ngx_http_dstack_mesh_metrics_handler(ngx_http_request_t *r)
     app = mmcf->targets.elts;
 
     for (i = 0; i < mmcf->targets.nelts; i++) {
+        if (i > 0 && app[i].metrics == app[0].metrics) {
+            continue;
+        }
+
         for (j = 0; j < NGX_HTTP_DSTACK_MESH_OUT_N; j++) {
             b->last = ngx_sprintf(b->last,
                                   NGX_HTTP_DSTACK_MESH_OUTBOUND

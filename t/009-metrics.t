@@ -73,6 +73,8 @@ if ($pid == 0) {
 push @children, $pid;
 close $silent;
 
+abort_checks("$dir/abort", "$dir/silent.sock");
+
 sub callee {
     my ($name, $extra) = @_;
     return <<"CONF";
@@ -89,6 +91,15 @@ $extra
         mesh_allow_apps $A;
 
         location / {
+            proxy_pass http://unix:\$TEST_NGINX_HTML_DIR/backend.sock;
+        }
+
+        # checked again in \@backend, after the internal redirect
+        location ~ /twice/ {
+            try_files /nonexistent \@backend;
+        }
+
+        location \@backend {
             proxy_pass http://unix:\$TEST_NGINX_HTML_DIR/backend.sock;
         }
     }
@@ -210,6 +221,12 @@ my $caller = <<"CONF";
 
     location /call/dyn {
         mesh_target \$http_x_target;
+    }
+
+    # a client that goes away long before this handshake could time out
+    location /call/abort {
+        mesh_target $E;
+        proxy_connect_timeout 30s;
     }
 CONF
 
@@ -355,9 +372,10 @@ sub http_get {
     return $answer =~ /\r\n\r\n(.*)\z/s ? $1 : undef;
 }
 
-# An nginx of our own with a master process, which "nginx -s reload" can
-# reload: plain-HTTP requests to a mesh_auth location count as no_tls.
-sub reload_checks {
+# An nginx of our own, with a master process (which "nginx -s reload" can
+# reload), in PREFIX: (port, write_conf->(HTTP), run->(ARGS)), where HTTP
+# is what its http block holds besides the temporary paths.
+sub own_nginx {
     my ($prefix) = @_;
     my $bin = $ENV{TEST_NGINX_BINARY} || 'nginx';
     my $modules = join '', map { "load_module $_;\n" }
@@ -372,7 +390,7 @@ sub reload_checks {
     my $user = $> == 0 ? "user root;\n" : '';
 
     my $write_conf = sub {
-        my ($zone, $extra) = @_;
+        my ($http) = @_;
         open my $fh, '>', "$prefix/conf/nginx.conf" or die "nginx.conf: $!\n";
         print $fh <<"CONF";
 ${modules}${user}daemon on;
@@ -388,6 +406,54 @@ http {
     fastcgi_temp_path $prefix/fastcgi_temp;
     uwsgi_temp_path $prefix/uwsgi_temp;
     scgi_temp_path $prefix/scgi_temp;
+$http
+}
+CONF
+        close $fh;
+    };
+
+    my $run = sub {
+        quiet($bin, '-p', "$prefix/", '-c', "$prefix/conf/nginx.conf", @_);
+    };
+
+    return ($port, $write_conf, $run);
+}
+
+# how many workers the master of PREFIX has
+sub workers {
+    my ($prefix) = @_;
+    open my $fh, '<', "$prefix/logs/nginx.pid" or return 0;
+    my $master = <$fh> // 0;
+    chomp $master;
+    my $n = 0;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $st, '<', $stat or next;
+        my $line = <$st> // next;
+        $n++ if $line =~ /\) \S+ (\d+) / && $1 == $master;
+    }
+    return $n;
+}
+
+sub stop_own_nginx {
+    my ($prefix, $run) = @_;
+    $run->('-s', 'stop');
+    for (1 .. 100) {
+        last unless -e "$prefix/logs/nginx.pid";
+        sleep 0.1;
+    }
+}
+
+# Counters across reloads: plain-HTTP requests to a mesh_auth location
+# count as no_tls.
+sub reload_checks {
+    my ($prefix) = @_;
+    my $bin = $ENV{TEST_NGINX_BINARY} || 'nginx';
+    my ($port, $write_http, $nginx) = own_nginx($prefix);
+
+    my $write_conf = sub {
+        my ($zone, $extra, $version) = @_;
+        $version //= 0;
+        $write_http->(<<"CONF");
     mesh_metrics_zone metrics $zone;
     server {
         listen 127.0.0.1:$port;
@@ -400,14 +466,11 @@ $extra
         location = /metrics {
             mesh_metrics;
         }
+        location = /version {
+            return 200 "$version";
+        }
     }
-}
 CONF
-        close $fh;
-    };
-
-    my $nginx = sub {
-        quiet($bin, '-p', "$prefix/", '-c', "$prefix/conf/nginx.conf", @_);
     };
 
     my $count = sub {
@@ -417,11 +480,14 @@ CONF
     };
 
     # a new configuration is in place once its own app shows on the page
+    # and the old worker is gone (until it has closed its listening socket,
+    # it may take the next connection)
     my $reloaded = sub {
         my ($app) = @_;
         $nginx->('-s', 'reload') == 0 or return 0;
         for (1 .. 100) {
-            return 1 if (http_get($port, '/metrics') // '') =~ /app="$app"/;
+            return 1 if (http_get($port, '/metrics') // '') =~ /app="$app"/
+                        && workers($prefix) == 1;
             sleep 0.1;
         }
         return 0;
@@ -450,11 +516,79 @@ CONF
     like($out, qr/mesh_metrics_zone "metrics" is too small for the 200 apps of mesh_allow_apps and mesh_target: \d+k at least/,
          'nginx -t: says which zone, how many apps, what size');
 
-    $nginx->('-s', 'stop');
-    for (1 .. 100) {
-        last unless -e "$prefix/logs/nginx.pid";
-        sleep 0.1;
+    # a reload that brings more new apps than the zone has room for: the
+    # configuration (its allowlist) applies all the same, and the apps left
+    # without a record of their own are counted as "other"
+    # 30 apps of 128 hex digits fit a 32k zone (nginx -t); a few sets of
+    # them, one after another, fill it
+    my @sets = map { my $k = $_; [map { sprintf '%0128x', $k * 1000 + $_ } 1 .. 30] } 1 .. 8;
+    $write_conf->('32k', "            mesh_allow_apps @{ $sets[0] };", 1);
+    ok($reloaded->($sets[0][0]), 'reload: 30 apps in a new 32k zone');
+    my ($version, $log, $full_at) = ('', '', 0);
+    for my $v (2 .. 8) {
+        $write_conf->('32k', "            mesh_allow_apps @{ $sets[$v - 1] };", $v);
+        $nginx->('-s', 'reload');
+        for (1 .. 50) {
+            $version = http_get($port, '/version') // '';
+            last if $version eq $v;
+            sleep 0.1;
+        }
+        open my $fh, '<', "$prefix/logs/error.log" or die "error.log: $!\n";
+        $log = do { local $/; <$fh> };
+        if ($log =~ /is full/) {
+            $full_at = $v;
+            last;
+        }
     }
+    like($log, qr/mesh_metrics_zone "metrics" is full: apps new to this configuration are counted as "other"/,
+         'reload: more new apps than the zone holds: one warning says so');
+    is($version, $full_at, 'reload: the configuration that filled the zone applies all the same, its allowlist too');
+    my $page = http_get($port, '/metrics') // '';
+    my $shown = () = $page =~ /^dstack_mesh_inbound_app_requests_total\{app="[0-9a-f]{128}",outcome="allowed"\}/mg;
+    ok($shown < 30, "reload: $shown of its 30 apps have a record; the others are counted as \"other\"");
+
+    stop_own_nginx($prefix, $nginx);
+}
+
+# A client that goes away while the target's handshake is under way (the
+# gateway accepts and never answers): no outcome of the target counted.
+sub abort_checks {
+    my ($prefix, $gateway) = @_;
+    my ($port, $write_http, $nginx) = own_nginx($prefix);
+    my $certs = $ENV{TEST_NGINX_CERT_DIR};
+
+    $write_http->(<<"CONF");
+    mesh_metrics_zone metrics 64k;
+    server {
+        listen 127.0.0.1:$port;
+        mesh_gateway gw.test address=unix:$gateway;
+        mesh_certificate $certs/app-a.crt;
+        mesh_certificate_key $certs/app-a.key;
+        mesh_trusted_certificate $certs/ca.crt;
+        location = /metrics {
+            mesh_metrics;
+        }
+        location /call/ {
+            mesh_target $E;
+            proxy_connect_timeout 30s;
+        }
+    }
+CONF
+    is($nginx->(), 0, 'abort: nginx starts');
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or die "connect: $!\n";
+    print $s "GET /call/x HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    sleep 0.5;
+    close $s;
+    my $page = '';
+    for (1 .. 50) {
+        sleep 0.1;
+        $page = http_get($port, '/metrics') // '';
+        open my $fh, '<', "$prefix/logs/error.log" or die "error.log: $!\n";
+        last if do { local $/; <$fh> } =~ /client prematurely closed|499/;
+    }
+    unlike($page, qr/^dstack_mesh_outbound_requests_total\{app="$E",outcome="\w+"\} [1-9]/m,
+           'abort: a client gone during the handshake counts no outcome for the target');
+    stop_own_nginx($prefix, $nginx);
 }
 
 __DATA__
@@ -557,3 +691,17 @@ zone "mesh" is too small: 32k at least
 --- must_die
 --- error_log
 "mesh_metrics_zone" directive is duplicate
+
+
+
+=== TEST 8: a request checked again after an internal redirect is counted once
+--- request eval
+["GET /as/app-a/twice/x", "GET /metrics"]
+--- error_code eval
+[200, 200]
+--- response_body_filters eval
+\&::prometheus_text
+--- response_body_like eval
+[qr/\Abackend saw $::A\n\z/,
+ ::page_is(qq{dstack_mesh_inbound_requests_total{outcome="allowed"} 1},
+           qq{dstack_mesh_inbound_app_requests_total{app="$::A",outcome="allowed"} 1})]
