@@ -1,7 +1,8 @@
 # The server's relay endpoint (GET /api/v1/relay, an HTTP/1.1 upgrade) on
 # its own, without nginx or WireGuard: a UDP socket of the test stands in
 # for the hub's WireGuard port (--wg-port).  Who may open a stream, what
-# goes through it, one stream per node, and the framing bounds.
+# goes through it, one stream per node, and the framing bounds; a flood,
+# a closed hub port, and a stream that outlives its node's key or removal.
 #
 # Run from the repository root: prove tests/ctld-19-relay-endpoint.t
 
@@ -197,10 +198,29 @@ ok(eventually(sub { $srv->healthy }), 'the server answers after 20 upgrades cut 
     $srv2->stop;
 }
 
+# --- a stream is bound to its node's token and key: it ends when the node
+# joins again with another key, or is removed
+
+my ($c6, $sa6) = relay(app => $A, token => $token{alpha});
+is($c6, 101, 'alpha opens a stream');
+my $rekey = join_node($srv, $A, 'inst-a', 'alpha', node_token => $token{alpha});
+is($rekey->{status}, 200, 'alpha joins again with another key');
+ok(closed($sa6), '  its stream ends');
+like($srv->log_text, qr/\(alpha\): stream ended: the node joined again with another key/, '  logged');
+
+my $admin = do { local (@ARGV, $/) = "$srv->{data}/admin.token"; <> };
+chomp $admin;
+is(req($srv, 'DELETE', '/api/v1/nodes/beta', token => $admin)->{status}, 200,
+   'the admin removes beta');
+ok(closed($sb), "  beta's open stream ends");
+like($srv->log_text, qr/\(beta\): stream ended: the node was removed/, '  logged');
+
 # --- the server stops with streams open
 
+my ($c7, $sa7) = relay(app => $A, token => $rekey->{json}{node_token});
+is($c7, 101, "alpha's new token opens a stream");
 $srv->stop;
-ok(closed($sb), 'a stopping server ends the streams');
+ok(closed($sa7), 'a stopping server ends the streams');
 unlike($srv->log_text, qr/streams did not end/, 'and waits for them');
 
 done_testing();

@@ -526,6 +526,7 @@ join_exec(struct write_op *wop, sqlite3 *db)
         return refuse(wop, 500, "storage error");
     }
     op->rejoined = rc == 1;
+    op->rekeyed = op->rejoined && strcmp(old.public_key, op->public_key) != 0;
     if (!op->rejoined
         && quota_check(wop, db, QUOTA_NODES, op->app_id, reg->quota_nodes) != 0)
     {

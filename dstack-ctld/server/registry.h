@@ -134,6 +134,7 @@ struct join_op {
     enum key_failure   key_failure;
     struct node        node;
     bool               rejoined;
+    bool               rekeyed;     /* rejoined with another public key */
 };
 
 /* who asks for a removal: the admin, or a node for itself */

@@ -53,7 +53,7 @@ struct stream {
     int                                tcp;
     int                                udp;
     int                                wake;        /* eventfd: end now */
-    _Atomic bool                       replaced;
+    _Atomic(const char *)              end_why;     /* set before a wake */
     bool                               warned_key;
     bool                               warned_rate;
     unsigned                           init_tokens;
@@ -235,8 +235,8 @@ pump(struct stream *s)
             return "poll failed";
         }
         if (p[2].revents) {
-            return atomic_load(&s->replaced) ? "replaced by a new stream"
-                                              : "the server stops";
+            why = atomic_load(&s->end_why);
+            return why != NULL ? why : "the server stops";
         }
         /* POLLERR: the hub's port refused (it restarts); reading clears it */
         if (p[1].revents & (POLLIN | POLLERR)) {
@@ -299,6 +299,18 @@ wake(struct stream *s)
 }
 
 
+/* under the lock: the stream's thread ends, saying why (the first why) */
+static void
+end(struct stream *s, const char *why)
+{
+    const char  *none = NULL;
+
+    if (atomic_compare_exchange_strong(&s->end_why, &none, why)) {
+        wake(s);
+    }
+}
+
+
 static void
 on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
             const char *extra_in, size_t extra_in_size, MHD_socket sock,
@@ -347,9 +359,8 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
         goto fail;
     }
     for (old = streams; old != NULL; old = old->next) {
-        if (old->node_id == s->node_id && !atomic_load(&old->replaced)) {
-            atomic_store(&old->replaced, true);
-            wake(old);
+        if (old->node_id == s->node_id) {
+            end(old, "replaced by a new stream");
         }
     }
     pthread_attr_init(&attr);
@@ -380,6 +391,19 @@ fail:
         free(s);
     }
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+
+void
+relay_node_gone(int64_t node_id, const char *why)
+{
+    pthread_mutex_lock(&lock);
+    for (struct stream *s = streams; s != NULL; s = s->next) {
+        if (s->node_id == node_id) {
+            end(s, why);
+        }
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 

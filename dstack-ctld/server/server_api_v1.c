@@ -15,6 +15,7 @@
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/peers.h"
+#include "server/relay.h"
 #include "server/registry.h"
 #include "server/store.h"
 
@@ -78,6 +79,9 @@ join_answer(struct http_req *r, struct join_state *st)
     metrics_inc(M_JOINS);
     if (st->op.rejoined) {
         metrics_inc(M_REJOINS);
+    }
+    if (st->op.rekeyed) {
+        relay_node_gone(n->id, "the node joined again with another key");
     }
     ipam_format(n->address, addr);
     log_info("node %s (id %" PRId64 ", app %s, instance %s) %s at %s, version %"
@@ -411,6 +415,7 @@ api_v1_node_remove(struct http_req *r)
                               op->op.error ? op->op.error : "storage error");
         }
         metrics_inc(M_REMOVALS);
+        relay_node_gone(op->node.id, "the node was removed");
         ipam_format(op->node.address, addr);
         log_info("node %s (id %" PRId64 ", %s) removed by %s, version %" PRIu64,
                  op->node.name, op->node.id, addr,
