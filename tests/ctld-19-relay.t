@@ -47,6 +47,21 @@ ok(eventually(sub { hub_endpoint('n1') eq '10.99.0.10:51820' && handshake_with('
    'auto with UDP open: n1 reaches the hub over UDP (' . hub_endpoint('n1') . ')');
 ok(eventually(sub { exists peers('n1')->{$key{n2}} }), 'and peers with n2 directly');
 
+# --- a node started while UDP is cut waits for its first answer over UDP
+# as long as a handshake may take (12 s), not two keepalive intervals (2 s
+# each here), and stays on UDP when it comes
+
+is(system("bash $vpc node-stop n1"), 0, 'n1 stopped');
+system("bash $vpc udp-block n1") == 0 or BAIL_OUT('udp-block');
+system("bash $vpc node-start n1") == 0 or BAIL_OUT('n1 did not restart');
+sleep 6;
+is(hub_endpoint('n1'), '10.99.0.10:51820',
+   'n1 started with UDP cut: still on UDP after three keepalive intervals');
+system("bash $vpc udp-unblock n1") == 0 or BAIL_OUT('udp-unblock');
+ok(eventually(sub { in('n1', 'ping -c 1 -W 1 vpc-server.dstack.internal') }, 15),
+   '  UDP back: n1 reaches the hub');
+is(hub_endpoint('n1'), '10.99.0.10:51820', '  over UDP');
+
 # --- all UDP between CVMs dropped: the relay, without a restart
 
 my $pid1 = pid_of('n1');

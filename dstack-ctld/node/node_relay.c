@@ -468,7 +468,9 @@ check(struct node_relay *r)
             } else if (r->rx_at <= r->udp_since && now - r->udp_since > HANDSHAKE_WAIT_MS) {
                 set_transport(r, NODE_TRANSPORT_RELAY, "no UDP handshake with the hub");
                 on_relay = true;
-            } else if (quiet > 2 * ka) {
+            } else if (r->rx_at > r->udp_since && quiet > 2 * ka) {
+                /* a path that worked and went quiet; before the first
+                 * answer, the handshake's wait above decides */
                 set_transport(r, NODE_TRANSPORT_RELAY, "nothing from the hub over UDP"
                               " for two keepalive intervals");
                 on_relay = true;
