@@ -5,7 +5,7 @@ SANITIZE     := -fsanitize=address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=all
 UNIT_TESTS   := $(BUILD)/tests/ratls_test $(BUILD)/tests/mesh_target_test \
                 $(BUILD)/tests/parse_test $(BUILD)/tests/node_peers_test \
-                $(BUILD)/tests/log_test
+                $(BUILD)/tests/log_test $(BUILD)/tests/file_write_test
 CTLD_FUZZERS := $(BUILD)/fuzz/fuzz_ctld_query $(BUILD)/fuzz/fuzz_ctld_join \
                 $(BUILD)/fuzz/fuzz_ctld_peers $(BUILD)/fuzz/fuzz_ctld_hosts \
                 $(BUILD)/fuzz/fuzz_ctld_dns $(BUILD)/fuzz/fuzz_ctld_relay
@@ -44,6 +44,13 @@ $(BUILD)/tests/log_test: tests/unit/log_test.c tests/unit/tap.h \
 	@mkdir -p $(@D)
 	$(CC) $(C11) -Idstack-ctld -g -O1 $(SANITIZE) -o $@ $(filter %.c,$^) \
 	    -ljansson -lpthread
+
+$(BUILD)/tests/file_write_test: tests/unit/file_write_test.c tests/unit/tap.h \
+                                dstack-ctld/lib/util.c dstack-ctld/lib/util.h \
+                                dstack-ctld/lib/log.c common/parse.c
+	@mkdir -p $(@D)
+	$(CC) $(C11) -Idstack-ctld -g -O1 $(SANITIZE) -o $@ \
+	    $(filter %.c,$^) -ljansson $(OPENSSL_LIBS) -lpthread
 
 # The daemon's: what the server and the node parse from the network, with
 # the lib/ (and for the node wg/) sources they use, compiled alike.

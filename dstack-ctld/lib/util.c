@@ -244,15 +244,19 @@ file_write_atomic(const char *path, const void *data, size_t n, mode_t mode)
     const char  *p = data;
     int          fd, saved;
 
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int) sizeof(tmp)) {
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int) sizeof(tmp)) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    unlink(tmp);
-    /* O_EXCL and the mode at creation: never a moment with wider access */
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    /* a name of its own: two writers of one file (daemons in network
+     * namespaces share /etc) must not rename each other's; created 0600,
+     * then given its mode: never a moment with wider access */
+    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         return -1;
+    }
+    if (fchmod(fd, mode) != 0) {
+        goto failed;
     }
     while (n > 0) {
         ssize_t w = write(fd, p, n);

@@ -55,8 +55,8 @@ int     file_write_atomic(const char *path, const void *data, size_t n,
  * file_write_atomic, and where path is a mount point (a bind-mounted
  * /etc/hosts or /etc/resolv.conf: Docker, "ip netns exec"), where rename()
  * fails with EBUSY or EXDEV, or a file left writable in a read-only /etc
- * (EROFS), path rewritten in place instead (truncate,
- * write, fsync) after one warning.  The file keeps the given mode.
+ * (EROFS), path rewritten in place instead (written from its start,
+ * cut to length, fsync) after one warning.  The file keeps the given mode.
  */
 int     file_replace(const char *path, const void *data, size_t n, mode_t mode);
 int     dir_lock(const char *dir, const char *name, const char *who);

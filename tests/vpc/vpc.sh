@@ -378,7 +378,8 @@ up() {
     for cvm in $NODES; do
         node_start "$cvm"
     done
-    for cvm in $NODES; do
+    # the hub too: its interface (key, address) is what tests read first
+    for cvm in srv $NODES; do
         wait_for "node_joined $cvm" 60
     done
 }
