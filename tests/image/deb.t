@@ -85,8 +85,10 @@ for my $unit (qw(dstack-ctld-server dstack-ctld-hub dstack-ctld-node)) {
 }
 my $security = in('grep -h -E "^(NoNewPrivileges|CapabilityBoundingSet|ProtectSystem|StateDirectory)="'
                   . ' /lib/systemd/system/dstack-ctld-node.service');
-is($security, "StateDirectory=dstack-ctld\nNoNewPrivileges=yes\nCapabilityBoundingSet=CAP_NET_ADMIN\n"
-              . "ProtectSystem=strict\n", '  the node: sandboxed, CAP_NET_ADMIN alone');
+is($security, "StateDirectory=dstack-ctld\nNoNewPrivileges=yes\n"
+              . "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE\n"
+              . "ProtectSystem=strict\n",
+   '  the node: sandboxed, CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (port 53) alone');
 is(in('systemctl is-enabled dstack-ctld-server.service dstack-ctld-node.service 2>&1'),
    "disabled\ndisabled\n", '  no role runs until enabled');
 
