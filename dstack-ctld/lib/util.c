@@ -324,13 +324,11 @@ out:
 int
 file_replace(const char *path, const void *data, size_t n, mode_t mode)
 {
-    mode_t  mask;
-    int     rc;
+    int  rc;
 
-    /* the file keeps its mode, whatever our umask */
-    mask = umask(0);
+    /* file_write_atomic sets the mode itself (fchmod): no process-wide
+     * umask change, which other threads would see */
     rc = file_write_atomic(path, data, n, mode);
-    umask(mask);
     if (rc != 0 && (errno == EBUSY || errno == EXDEV || errno == EROFS)) {
         /* a bind mount, or the one writable file of a read-only /etc */
         log_warn("%s cannot be renamed over (%s): rewriting it in place",
