@@ -584,7 +584,7 @@ ngx_http_dstack_mesh_count_outbound(ngx_http_dstack_mesh_main_conf_t *mmcf,
  * the outcome, and the TLS handshake of a new connection.  An attempt on a
  * cached connection that fails, not by a timeout, is not counted: nginx
  * tries again with a new one, and that attempt counts.  Nor is an attempt
- * the request ended before its handshake (a client that went away): a
+ * the request ended during its handshake (a client that went away): a
  * failed attempt ends with NGX_PEER_FAILED, this one with no state.
  */
 
@@ -603,8 +603,8 @@ ngx_http_dstack_mesh_count_attempt(ngx_http_dstack_mesh_main_conf_t *mmcf,
 
     c = pc->connection;
 
-    if (state == 0 && (c == NULL || c->ssl == NULL || !c->ssl->handshaked)
-        && !(c && (c->read->timedout || c->write->timedout)))
+    if (state == 0 && c && !(c->ssl && c->ssl->handshaked)
+        && !c->read->timedout && !c->write->timedout)
     {
         return;
     }
